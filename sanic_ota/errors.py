@@ -1,0 +1,82 @@
+"""The project's errors: one small hierarchy, each carrying the HTTP status it maps to.
+
+The core raises these without knowing about HTTP; the web layer turns any of them
+into the one JSON error shape (see ``sanic_ota.http.errors``). The status is a plain
+integer so the core stays free of Sanic.
+"""
+
+from __future__ import annotations
+
+
+class OtaError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(OtaError):
+    """The request is malformed: a missing parameter or a name that is not plain."""
+
+    status = 400
+
+
+class Unauthorized(OtaError):
+    """No usable ``Authorization: token <T>`` header."""
+
+    status = 401
+
+
+class Forbidden(OtaError):
+    """A well-formed token that no key in the keys file has."""
+
+    status = 403
+
+
+class NotFound(OtaError):
+    """An unknown route, release or file."""
+
+    status = 404
+
+
+class MethodNotAllowed(OtaError):
+    status = 405
+
+
+class ConfigurationError(OtaError):
+    """Settings or files on disk that the server cannot start with."""
+
+
+class KeysFileError(ConfigurationError):
+    """The keys file is missing, unreadable, or not the expected JSON list."""
+
+
+class ImageError(OtaError):
+    """A partition image the module would reject (bad magic, truncated, corrupt)."""
+
+    status = 500
+
+
+class ManifestError(OtaError):
+    """A manifest that is missing, malformed, or does not describe its release."""
+
+    status = 503
+
+
+class SignatureError(ManifestError):
+    """A manifest whose signature does not verify with our public key."""
+
+
+class IntegrityError(OtaError):
+    """A file whose bytes on disk no longer match its signed manifest."""
+
+    status = 500
+
+
+class Unavailable(OtaError):
+    """The server knows the request but cannot answer it safely right now."""
+
+    status = 503

@@ -1,0 +1,86 @@
+"""Everything a running server knows, opened from settings without any web framework.
+
+``open_state`` is what start-up does: load the keys, get the signing or verifying
+key, and index every release once, so that the first request already sees every
+valid release. The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
+in a new ``index`` or ``keyring`` whole when files change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sanic_ota.errors import ConfigurationError
+from sanic_ota.filecache import VerifiedFiles
+from sanic_ota.files import locked, open_to_others
+from sanic_ota.keys import Keyring, load_keys
+from sanic_ota.releases import LOCK_FILE, Index, Indexer
+from sanic_ota.settings import Settings
+from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
+from sanic_ota.files import write_atomic
+
+logger = logging.getLogger("sanic_ota.state")
+
+
+@dataclass
+class State:
+    settings: Settings
+    keyring: Keyring
+    verifier: Verifier
+    indexer: Indexer
+    index: Index
+    files: VerifiedFiles
+
+
+def require_private(path: Path, what: str) -> None:
+    """Refuse a secret that group or others can read, telling exactly how to fix it."""
+    if open_to_others(path):
+        raise ConfigurationError(
+            f"{what} {path} is readable by group or others; run: chmod 600 {path}"
+        )
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    path = Path(settings.keys_file)
+    keys = load_keys(path)
+    require_private(path, "keys file")
+    if not keys:
+        logger.warning("keys file %s holds no key: every request will be refused", path)
+    return Keyring(keys)
+
+
+def signing_keys(settings: Settings) -> tuple[Verifier, Signer | None]:
+    """The verifier, and the signer when the server signs (creating the pair on first start)."""
+    if not settings.sign_manifests:
+        return load_verifier(settings.public_key_path), None
+    private, public = Path(settings.signing_key), settings.public_key_path
+    with locked(Path(settings.manifests_dir) / LOCK_FILE):
+        if not private.exists():
+            logger.warning("no signing key %s: creating a new Ed25519 key pair", private)
+            signer = create_key_pair(private, public)
+        else:
+            require_private(private, "signing key")
+            signer = load_signer(private)
+            if not public.exists():
+                write_atomic(public, public_pem(signer.private_key.public_key()))
+    verifier = load_verifier(public)
+    if verifier.keyid != signer.verifier.keyid:
+        raise ConfigurationError(f"public key {public} does not belong to signing key {private}")
+    return verifier, signer
+
+
+def open_state(settings: Settings) -> State:
+    keyring = load_keyring(settings)
+    verifier, signer = signing_keys(settings)
+    indexer = Indexer(settings, verifier, signer)
+    index = indexer.build()
+    logger.info(
+        "serving %d release(s) %s; %d key(s); manifests %s",
+        len(index.releases),
+        ", ".join(index.versions()) or "(none)",
+        len(keyring),
+        "signed here" if signer else "verified (offline signing)",
+    )
+    return State(settings, keyring, verifier, indexer, index, VerifiedFiles(settings.cache_bytes))
