@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint manifest verify example clean
+.PHONY: install run test lint manifest verify example bench clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ verify: install
 # Regenerate the example release shipped in partitions/.
 example: install
 	$(BIN)/python tools/make_example_release.py --version v1.0.0
+
+# Side-by-side measurements against nginx (installs nginx and wrk from Debian if missing).
+bench: install
+	bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
