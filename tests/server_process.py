@@ -1,0 +1,77 @@
+"""Run ``sanic sanic_ota.app`` as a separate process, the way operators run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+SANIC = Path(sys.executable).with_name("sanic")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    host = "127.0.0.1"
+
+    def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1, extra: list[str] | None = None) -> None:
+        self.env, self.cwd, self.workers, self.extra = env, cwd, workers, extra or []
+        self.port = free_port()
+        self.log_path = cwd / f"server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        cmd = [str(SANIC), "sanic_ota.app", "--host", self.host, "--port", str(self.port),
+               "--workers", str(self.workers), *self.extra]
+        env = dict(self.env, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            if self.ready():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"server did not become ready:\n{self.log()}")
+
+    def ready(self) -> bool:
+        """All workers ready (Sanic logs one line per worker), and the port answers."""
+        if self.log().count("Worker ready") < self.workers:
+            return False
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
