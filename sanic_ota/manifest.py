@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sanic_ota import images
@@ -109,9 +109,24 @@ class Manifest:
             n: (e.length, e.sha256) for n, e in files.items()
         }
 
+    def mismatches(self, found: dict[str, FileEntry]) -> list[str]:
+        """Why the files ``found`` on disk cannot be served under this manifest (empty: they can)."""
+        problems = []
+        for name, entry in sorted(self.files.items()):
+            seen = found.get(name)
+            if seen is None:
+                problems.append(f"{name} is listed in the manifest but missing")
+            elif (seen.length, seen.sha256) != (entry.length, entry.sha256):
+                problems.append(f"{name} does not match its manifest (length or SHA-256)")
+        return problems
+
+    def unlisted(self, found: dict[str, FileEntry]) -> list[str]:
+        """Files on disk the manifest does not list: they are never served."""
+        return sorted(set(found) - set(self.files))
+
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def sign(manifest: Manifest, signer: Signer) -> bytes:

@@ -142,7 +142,7 @@ class Indexer:
 
     def index_release(self, version: str) -> Release:
         check_name(version, "release name")
-        files = self._describe_files(version)
+        files = self.describe_files(version)
         if not files:
             raise ManifestError(f"partitions/{version}/ holds no .bin file")
         with self._lock():
@@ -158,7 +158,8 @@ class Indexer:
                 self._write_serials(serials)
         return release
 
-    def _describe_files(self, version: str) -> dict[str, FileEntry]:
+    def describe_files(self, version: str) -> dict[str, FileEntry]:
+        """Hash and inspect every ``.bin`` of a release; raises if one would be rejected."""
         directory = self.partitions / version
         try:
             names = sorted(os.listdir(directory))
@@ -221,14 +222,10 @@ class Indexer:
                 f"no manifest {self.manifest_path(version)}; sign one with "
                 f"`make manifest VERSION={version}` where the private key lives"
             )
-        listed = existing.manifest.files
-        for name, entry in listed.items():
-            found = files.get(name)
-            if found is None:
-                raise IntegrityError(f"{name} is listed in the manifest but missing")
-            if (found.length, found.sha256) != (entry.length, entry.sha256):
-                raise IntegrityError(f"{name} does not match its manifest (length or SHA-256)")
-        for name in sorted(set(files) - set(listed)):
+        problems = existing.manifest.mismatches(files)
+        if problems:
+            raise IntegrityError("; ".join(problems))
+        for name in existing.manifest.unlisted(files):
             logger.warning("%s/%s is not in the manifest and will not be served", version, name)
         return existing
 

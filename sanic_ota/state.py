@@ -14,12 +14,11 @@ from pathlib import Path
 
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import VerifiedFiles
-from sanic_ota.files import locked, open_to_others
+from sanic_ota.files import locked, open_to_others, write_atomic
 from sanic_ota.keys import Keyring, load_keys
 from sanic_ota.releases import LOCK_FILE, Index, Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
-from sanic_ota.files import write_atomic
 
 logger = logging.getLogger("sanic_ota.state")
 

@@ -14,9 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from server_process import ServerProcess  # noqa: E402
+
 from sanic_ota.keys import Key, save_keys  # noqa: E402
 from sanic_ota.settings import Settings  # noqa: E402
-from server_process import ServerProcess  # noqa: E402
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 OTHER_TOKEN = "fedcba9876543210fedcba9876543210fedcba98"

@@ -17,10 +17,10 @@ from sanic.response import raw
 
 from sanic_ota.errors import BadRequest, NotFound
 from sanic_ota.releases import Index
+from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.auth import authenticate
 from sanic_ota.web.responses import esp_json, send_image
-from sanic_ota.state import State
 
 logger = logging.getLogger("sanic_ota.web")
 

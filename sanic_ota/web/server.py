@@ -16,6 +16,7 @@ from sanic.config import Config
 
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
+from sanic_ota.watcher import Watcher
 from sanic_ota.web import routes
 from sanic_ota.web.responses import handle_exception
 
@@ -30,6 +31,8 @@ TIMEOUT_DEFAULTS = {
 }
 
 _names = itertools.count()
+
+WATCHER_TASK = "sanic_ota.watcher"
 
 
 def _configure_logging() -> None:
@@ -56,5 +59,17 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     @app.before_server_start
     async def start(app: Sanic) -> None:
         app.ctx.state = await asyncio.to_thread(open_state, app.ctx.settings)
+        app.ctx.watcher = Watcher(app.ctx.state)
+        app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
+
+    @app.before_server_stop
+    async def stop(app: Sanic) -> None:
+        # Finish the watcher here, while the loop runs: Sanic's own task shutdown
+        # happens after the loop stopped and would wait out GRACEFUL_SHUTDOWN_TIMEOUT.
+        app.ctx.watcher.stop()
+        task = app.get_task(WATCHER_TASK, raise_exception=False)
+        if task is not None:
+            await asyncio.wait([task], timeout=5)
+        app.purge_tasks()
 
     return app
