@@ -63,8 +63,10 @@ def test_https_mode_1(workdir: Path, tmp_path: Path) -> None:
     import subprocess
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    # Sanic requires a subjectAltName in the certificate
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     settings = settings_for(workdir)
     with ServerProcess(env_for(settings), cwd=workdir, extra=["--cert", str(cert), "--key", str(key)]) as proc:
         assert version_query(proc.host, proc.port, TOKEN, tls=True) == VERSION
