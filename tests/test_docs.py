@@ -1,0 +1,33 @@
+"""Docs that stay true: every setting documented, the two commands first."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+from sanic_ota.settings import describe
+from sanic_ota.web.server import TIMEOUT_DEFAULTS
+
+README = (REPO / "README.md").read_text()
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    head = README[:1500]
+    assert "make run" in head and "make test" in head
+
+
+def test_every_setting_is_documented() -> None:
+    for variable, _, _ in describe():
+        assert f"`{variable}`" in README, variable
+
+
+def test_sanic_timeouts_are_documented_with_their_values() -> None:
+    for name, value in TIMEOUT_DEFAULTS.items():
+        assert re.search(rf"SANIC_{name}={int(value)}\b", README), name
+
+
+def test_make_targets_in_the_readme_exist() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target in set(re.findall(r"\bmake ([a-z][a-z-]*)", README)):
+        assert re.search(rf"^{target}:", makefile, re.M), target
