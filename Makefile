@@ -27,7 +27,7 @@ run: install
 	$(BIN)/sanic sanic_ota.app --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check sanic_ota tools tests bench
+	$(BIN)/ruff check .
 
 test: lint
 	@$(BIN)/python -m pytest; rc=$$?; \

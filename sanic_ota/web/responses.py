@@ -26,6 +26,12 @@ logger = logging.getLogger("sanic_ota.web")
 #: plus the transport's 64 KiB high-water mark; the image itself is shared, not copied.
 CHUNK_SIZE = 256 * 1024
 
+#: Body bytes in the first write. Sanic joins the header block and the first ``send``
+#: into one new ``bytes`` (a copy that lives until the slow module has read it), so
+#: it is kept small: the module needs only its first 1024-byte read to hold the
+#: headers and the magic bytes.
+FIRST_CHUNK_SIZE = 16 * 1024
+
 
 def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json_response(body, status=status, dumps=json.dumps)
@@ -66,8 +72,11 @@ async def send_image(request: Request, data: bytes) -> None:
         headers={"Content-Length": str(len(data))},
         content_type="application/octet-stream",
     )
-    view = memoryview(data)
-    for start in range(0, len(view), CHUNK_SIZE):
-        await response.send(view[start : start + CHUNK_SIZE])
     if not data:
         await response.send(b"", end_stream=True)
+        return
+    view = memoryview(data)
+    first = min(len(view), FIRST_CHUNK_SIZE)
+    await response.send(view[:first])
+    for start in range(first, len(view), CHUNK_SIZE):
+        await response.send(view[start : start + CHUNK_SIZE])
