@@ -24,7 +24,7 @@ logger = logging.getLogger("sanic_ota.web")
 #: Bytes handed to the transport per write. Sanic's flow control waits for the
 #: socket to drain between writes, so a slow module holds at most about this much
 #: plus the transport's 64 KiB high-water mark; the image itself is shared, not copied.
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 64 * 1024
 
 #: Body bytes in the first write. Sanic joins the header block and the first ``send``
 #: into one new ``bytes`` (a copy that lives until the slow module has read it), so
