@@ -16,6 +16,8 @@ class OtaError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        #: extra response headers, such as Retry-After or WWW-Authenticate
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(OtaError):
@@ -34,6 +36,17 @@ class Forbidden(OtaError):
     """A well-formed token that no key in the keys file has."""
 
     status = 403
+
+
+class TooManyRequests(OtaError):
+    """Too many failed authentications from one address; retry after ``retry_after`` s."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class NotFound(OtaError):

@@ -125,3 +125,10 @@ class Keyring:
         if key is not None and hmac.compare_digest(_digest(key.token), _digest(token)):
             return key
         return None
+
+    def find_named(self, name: str, token: str) -> Key | None:
+        """For HTTP Basic: the key only if both its name and token match."""
+        key = self.find(token)
+        if key is not None and hmac.compare_digest(key.name.encode(), name.encode()):
+            return key
+        return None

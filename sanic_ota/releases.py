@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,9 @@ from sanic_ota.versions import check_name, is_plain_name, newest_first
 logger = logging.getLogger("sanic_ota.releases")
 
 SERIALS_FILE = ".serials.json"
+
+#: Told ("signed" | "failed", release) as the indexer works, for metrics.
+EventHook = Callable[[str, str], None]
 LOCK_FILE = ".lock"
 
 
@@ -95,7 +98,10 @@ class Index:
 class Indexer:
     """Reads releases from disk into checked ``Release`` objects."""
 
-    def __init__(self, settings: Settings, verifier: Verifier, signer: Signer | None) -> None:
+    def __init__(
+        self, settings: Settings, verifier: Verifier, signer: Signer | None, events: EventHook | None = None
+    ) -> None:
+        self.events = events or (lambda result, version: None)
         self.partitions = Path(settings.partitions_dir)
         self.manifests = Path(settings.manifests_dir)
         self.latest_file = settings.latest_file
@@ -125,6 +131,7 @@ class Indexer:
                 releases[version] = self.index_release(version)
             except OtaError as e:
                 problems[version] = e.message
+                self.events("failed", version)
                 logger.error("release %s is NOT served: %s", version, e.message)
         return Index(releases=releases, problems=problems, pinned=self.read_pin())
 
@@ -211,6 +218,7 @@ class Indexer:
         document = manifests.sign(manifest, self.signer)
         self.manifests.mkdir(parents=True, exist_ok=True)
         write_atomic(self.manifest_path(version), document)
+        self.events("signed", version)
         logger.info("signed manifest for %s (serial %d, %d files)", version, serial, len(files))
         return Release(version, manifest, document)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanic_ota.audit import LOG_FORMATS
 from sanic_ota.errors import ConfigurationError
 
 #: Prefix of the keys this module reads from ``app.config`` (after Sanic strips ``SANIC_``).
@@ -60,6 +61,15 @@ class Settings:
         metadata=_doc("Memory kept for verified images; larger files are re-read per request."),
     )
 
+    log_format: str = field(
+        default="text",
+        metadata=_doc("Audit log lines: text (key=value) or json (one object per line)."),
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+
     @property
     def public_key_path(self) -> Path:
         if self.public_key is not None:
@@ -97,6 +107,8 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
             return type(default)(value)
         if value == "":
             return default
+        if isinstance(default, str):
+            return str(value).strip().lower()
         return Path(value)
     except (TypeError, ValueError) as e:
         raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={value!r}: {e}") from e

@@ -9,14 +9,15 @@ in a new ``index`` or ``keyring`` whole when files change.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import VerifiedFiles
 from sanic_ota.files import locked, open_to_others, write_atomic
 from sanic_ota.keys import Keyring, load_keys
-from sanic_ota.releases import LOCK_FILE, Index, Indexer
+from sanic_ota.ratelimit import FailureLimiter
+from sanic_ota.releases import LOCK_FILE, EventHook, Index, Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 
@@ -31,6 +32,7 @@ class State:
     indexer: Indexer
     index: Index
     files: VerifiedFiles
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
 
 
 def require_private(path: Path, what: str) -> None:
@@ -70,10 +72,10 @@ def signing_keys(settings: Settings) -> tuple[Verifier, Signer | None]:
     return verifier, signer
 
 
-def open_state(settings: Settings) -> State:
+def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
-    indexer = Indexer(settings, verifier, signer)
+    indexer = Indexer(settings, verifier, signer, events)
     index = indexer.build()
     logger.info(
         "serving %d release(s) %s; %d key(s); manifests %s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from watchfiles import awatch
 
 from sanic_ota.changes import Layout, Plan, plan
 from sanic_ota.errors import OtaError
+from sanic_ota.releases import Index
 from sanic_ota.state import State, load_keyring
 
 logger = logging.getLogger("sanic_ota.watcher")
@@ -37,8 +39,9 @@ def layout_of(state: State) -> Layout:
 
 
 class Watcher:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, on_index: Callable[[Index], None] | None = None) -> None:
         self.state = state
+        self.on_index = on_index or (lambda index: None)
         self.layout = layout_of(state)
         self.stop_event = asyncio.Event()
         self.queue: asyncio.Queue[Plan] = asyncio.Queue()
@@ -98,6 +101,7 @@ class Watcher:
             state.index = await asyncio.to_thread(state.indexer.build, state.index, todo.versions)
             logger.info("re-indexed %s; serving %s", ", ".join(sorted(todo.versions)),
                         ", ".join(state.index.versions()) or "(none)")
+            self.on_index(state.index)
         if todo.pin:
             state.index = replace(state.index, pinned=state.indexer.read_pin())
             logger.info("pin is now %s", state.index.pinned or "(none: newest)")

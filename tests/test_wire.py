@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
+import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, VERSION, env_for, settings_for, write_release
+from conftest import TOKEN, VERSION, env_for, example, settings_for, write_release
 from esp_client import ModuleError, download, list_versions, version_query
 from server_process import ServerProcess
+
+from sanic_ota.keys import Key, load_keys, save_keys
 
 
 def test_plain_ciupdate_installs_every_partition_byte_exact(server: ServerProcess, workdir: Path) -> None:
@@ -73,3 +80,73 @@ def test_https_mode_1(workdir: Path, tmp_path: Path) -> None:
         body = download(proc.host, proc.port, TOKEN, VERSION, "ota", tls=True)
         assert body == (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
         assert list_versions(proc.host, proc.port, TOKEN, tls=True) == [VERSION]
+
+
+def test_audit_log_records_completed_and_aborted_downloads(workdir: Path) -> None:
+    big = example.build_app_image("v5.0.0", size=8 * 1024 * 1024)
+    (workdir / "partitions" / "v5.0.0").mkdir()
+    (workdir / "partitions" / "v5.0.0" / "ota.bin").write_bytes(big)
+    env = dict(env_for(settings_for(workdir)), SANIC_OTA_LOG_FORMAT="json")
+    with ServerProcess(env, cwd=workdir) as proc:
+        download(proc.host, proc.port, TOKEN, VERSION, "ota")
+        with socket.create_connection((proc.host, proc.port)) as sock:
+            sock.sendall(f"GET /v1/device/rom/?action=download_rom&version=v5.0.0&filename=ota.bin HTTP/1.1\r\n"
+                         f"Host: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+            sock.recv(1024)
+        records = eventually_records(proc, lambda rs: any(r["version"] == "v5.0.0" for r in rs))
+    done = next(r for r in records if r["version"] == VERSION)
+    assert done["outcome"] == "completed" and done["key"] == "device-1" and done["kind"] == "download"
+    assert done["bytes"] == (workdir / "partitions" / VERSION / "ota.bin").stat().st_size
+    aborted = next(r for r in records if r["version"] == "v5.0.0")
+    assert aborted["outcome"] == "aborted" and aborted["bytes"] < len(big)
+    assert TOKEN not in proc.log()
+
+
+def eventually_records(proc: ServerProcess, done: Callable[[list[dict]], bool]) -> list[dict]:
+    deadline = time.monotonic() + 10
+    while True:
+        records = [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
+        if done(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def _get(proc: ServerProcess, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"http://{proc.host}:{proc.port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_metrics_need_an_admin_key_and_sum_workers(workdir: Path) -> None:
+    admin = "b" * 40
+    keys = load_keys(workdir / "keys.json") + [Key("ops", admin, {"Role": "admin"})]
+    save_keys(workdir / "keys.json", keys)
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir, workers=2) as proc:
+        for _ in range(4):
+            download(proc.host, proc.port, TOKEN, VERSION, "ota")
+        status, headers, _ = _get(proc, "/metrics", {})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert _get(proc, "/metrics", {"Authorization": f"token {TOKEN}"})[0] == 403
+        status, _, body = _get(proc, "/metrics", {"Authorization": f"token {admin}"})
+        assert status == 200
+        basic = base64.b64encode(f"ops:{admin}".encode()).decode()
+        assert _get(proc, "/metrics", {"Authorization": f"Basic {basic}"})[0] == 200
+        wrong = base64.b64encode(f"device-1:{admin}".encode()).decode()
+        assert _get(proc, "/metrics", {"Authorization": f"Basic {wrong}"})[0] == 401
+    text = body.decode()
+    line = f'sanic_ota_downloads_total{{file="ota.bin",outcome="completed",version="{VERSION}"}} 4.0'
+    assert line in text  # four downloads, spread over two workers, counted once each
+    assert 'sanic_ota_auth_failures_total{reason="not_admin"}' in text
+    assert "sanic_ota_releases_served 1.0" in text
+
+
+def test_repeated_failures_are_slowed_but_valid_tokens_pass(server: ServerProcess) -> None:
+    statuses = [_get(server, "/v1/device/rom", {"Authorization": "token " + "9" * 40})[0] for _ in range(21)]
+    assert statuses[:20] == [403] * 20
+    status, headers, body = _get(server, "/v1/device/rom", {"Authorization": "token " + "9" * 40})
+    assert status == 429 and int(headers["Retry-After"]) >= 1
+    assert json.loads(body)["status"] == 429
+    assert version_query(server.host, server.port, TOKEN) == VERSION  # same address, valid token

@@ -1,47 +1,88 @@
-"""Who is asking: the module's ``Authorization: token <T>`` header, checked against the keys."""
+"""Who is asking: ``Authorization: token <T>`` from modules, Basic or token from admins.
+
+Failures are logged with the client address and never the token or a guessed key
+name; an address that keeps failing is slowed down (see ``ratelimit``).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 
 from sanic import Request
 
-from sanic_ota.errors import Forbidden, Unauthorized
+from sanic_ota.errors import Forbidden, OtaError, TooManyRequests, Unauthorized
 from sanic_ota.keys import Key, Keyring
+from sanic_ota.ratelimit import FailureLimiter
 
 logger = logging.getLogger("sanic_ota.auth")
 
 SCHEME = "token"
+ADMIN_ROLE = "admin"
+#: Sent with 401 on admin pages so browsers and Prometheus offer Basic auth.
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="sanic_ota", charset="UTF-8"'}
 
 
-def token_from(request: Request) -> str:
-    """The token of a well-formed header, else ``Unauthorized`` saying what is wrong.
-
-    The scheme is matched case-insensitively (RFC 9110); modules send ``token``.
-    """
+def _header(request: Request) -> str:
     values = request.headers.getall("authorization", [])
     if not values:
         raise Unauthorized('missing header "Authorization: token <TOKEN>"')
     if len(values) > 1:
         raise Unauthorized("more than one Authorization header")
-    scheme, _, token = values[0].strip().partition(" ")
-    if scheme.lower() != SCHEME:
-        raise Unauthorized('Authorization must use the "token" scheme: "token <TOKEN>"')
-    token = token.strip()
+    return values[0].strip()
+
+
+def _token(credentials: str) -> str:
+    token = credentials.strip()
     if not token or any(c.isspace() for c in token):
         raise Unauthorized('Authorization must be "token <TOKEN>" with one token')
     return token
 
 
-def authenticate(request: Request, keyring: Keyring) -> Key:
-    """The key that sent ``request``; failures are logged with the address, never the token."""
-    try:
-        token = token_from(request)
-    except Unauthorized as e:
-        logger.warning("auth failed from %s: %s", request.remote_addr or request.ip, e.message)
-        raise
-    key = keyring.find(token)
+def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
+    """The key named by the header; the scheme is matched case-insensitively (RFC 9110)."""
+    scheme, _, credentials = _header(request).partition(" ")
+    if scheme.lower() == SCHEME:
+        key = keyring.find(_token(credentials))
+    elif basic and scheme.lower() == "basic":
+        try:
+            name, sep, token = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("malformed Basic credentials") from None
+        if not sep:
+            raise Unauthorized("malformed Basic credentials")
+        key = keyring.find_named(name, token)
+    else:
+        raise Unauthorized('Authorization must use the "token" scheme: "token <TOKEN>"')
     if key is None:
-        logger.warning("auth failed from %s: unknown token", request.remote_addr or request.ip)
-        raise Forbidden("unknown token")
+        raise Forbidden("unknown token") if scheme.lower() == SCHEME else Unauthorized("unknown name or token")
+    return key
+
+
+def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
+    """The key that sent ``request``, or the error to answer with (401, 403 or 429)."""
+    try:
+        return _lookup(request, keyring, basic)
+    except OtaError as e:
+        address = request.remote_addr or request.ip
+        logger.warning("auth failed from %s: %s", address, e.message)
+        request.ctx.auth_failure_reason = "unknown_token" if isinstance(e, Forbidden) else "malformed"
+        wait = limiter.fail(address)
+        if wait is not None:
+            request.ctx.auth_failure_reason = "rate_limited"
+            raise TooManyRequests("too many failed authentications; retry later", wait) from e
+        raise
+
+
+def authenticate_admin(request: Request, keyring: Keyring, limiter: FailureLimiter) -> Key:
+    """An admin key (``"Role": "admin"`` in the keys file), by token or HTTP Basic."""
+    try:
+        key = authenticate(request, keyring, limiter, basic=True)
+    except Unauthorized as e:
+        e.headers = BASIC_CHALLENGE
+        raise
+    if key.role != ADMIN_ROLE:
+        request.ctx.auth_failure_reason = "not_admin"
+        raise Forbidden(f'key {key.name!r} is not an admin key ("Role": "admin")')
     return key

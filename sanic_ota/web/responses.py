@@ -17,6 +17,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.response import json as json_response
 
+from sanic_ota.audit import AuditRecord
 from sanic_ota.errors import OtaError
 
 logger = logging.getLogger("sanic_ota.web")
@@ -24,7 +25,7 @@ logger = logging.getLogger("sanic_ota.web")
 #: Bytes handed to the transport per write. Sanic's flow control waits for the
 #: socket to drain between writes, so a slow module holds at most about this much
 #: plus the transport's 64 KiB high-water mark; the image itself is shared, not copied.
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 4 * 1024 * 1024
 
 #: Body bytes in the first write. Sanic joins the header block and the first ``send``
 #: into one new ``bytes`` (a copy that lives until the slow module has read it), so
@@ -47,7 +48,9 @@ def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
     if isinstance(exception, OtaError):
         if exception.status >= 500:
             logger.error("%s %s: %s", request.method, request.path, exception.message)
-        return error_response(exception.status, exception.message)
+        response = error_response(exception.status, exception.message)
+        response.headers.update(exception.headers)
+        return response
     if isinstance(exception, SanicException):
         status = exception.status_code or 500
         message = str(exception) or "error"
@@ -61,12 +64,13 @@ def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
     return error_response(500, "internal server error")
 
 
-async def send_image(request: Request, data: bytes) -> None:
+async def send_image(request: Request, data: bytes, audit: AuditRecord) -> None:
     """Stream ``data`` with exact-case ``Content-Length: `` and bounded memory.
 
     Sanic writes the header block and the first ``send`` in one transport write,
     which gives the module headers plus magic bytes in its first 1024-byte read.
     ``memoryview`` slices share the cached image instead of copying it per request.
+    ``audit.bytes`` counts what was handed to the transport, for the audit log.
     """
     response = await request.respond(
         headers={"Content-Length": str(len(data))},
@@ -78,5 +82,8 @@ async def send_image(request: Request, data: bytes) -> None:
     view = memoryview(data)
     first = min(len(view), FIRST_CHUNK_SIZE)
     await response.send(view[:first])
+    audit.bytes += first
     for start in range(first, len(view), CHUNK_SIZE):
-        await response.send(view[start : start + CHUNK_SIZE])
+        chunk = view[start : start + CHUNK_SIZE]
+        await response.send(chunk)
+        audit.bytes += len(chunk)

@@ -1,28 +1,29 @@
-"""The module's three requests and the auditor's manifest endpoints.
+"""The module's three requests, the auditor's manifest endpoints, and /metrics.
 
 Handlers only translate: parameters in, core objects out, bytes on the wire through
 ``responses``. Every failure is an ``OtaError`` that ``responses.handle_exception``
-turns into the one JSON error shape.
+turns into the one JSON error shape. Each handler names its request kind on the
+request's ``AuditRecord``; ``server`` logs the record when the answer is complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
 from sanic.response import raw
 
+from sanic_ota.audit import AuditRecord
 from sanic_ota.errors import BadRequest, NotFound
+from sanic_ota.keys import Key
 from sanic_ota.releases import Index
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
-from sanic_ota.web.auth import authenticate
+from sanic_ota.web import metrics
+from sanic_ota.web.auth import authenticate, authenticate_admin
 from sanic_ota.web.responses import esp_json, send_image
-
-logger = logging.getLogger("sanic_ota.web")
 
 bp = Blueprint("ota")
 
@@ -36,6 +37,23 @@ def _state(request: Request) -> State:
     return request.app.ctx.state
 
 
+def audit_of(request: Request) -> AuditRecord:
+    record = getattr(request.ctx, "audit", None)
+    if record is None:
+        record = request.ctx.audit = AuditRecord(client=request.remote_addr or request.ip or "-")
+    return record
+
+
+def _device(request: Request, kind: str) -> Key:
+    """Authenticate a module (or auditor) token, naming the request kind for the log."""
+    audit = audit_of(request)
+    audit.kind = kind
+    state = _state(request)
+    key = authenticate(request, state.keyring, state.limiter)
+    audit.key = key.name
+    return key
+
+
 def _single(args: RequestParameters, name: str) -> str | None:
     values = args.getlist(name)
     if not values:
@@ -47,30 +65,44 @@ def _single(args: RequestParameters, name: str) -> str | None:
 
 @bp.get("/v1/device/rom/", strict_slashes=True)
 async def device_rom(request: Request) -> HTTPResponse | None:
-    """Download (``action=download_rom``) or, with no action, the version query."""
-    state = _state(request)
-    key = authenticate(request, state.keyring)
+    """Download (``action=download_rom``) or, with no parameters, the version query."""
     args = request.get_args(keep_blank_values=True)
+    if not any(name in args for name in ("action", "version", "filename")):
+        _device(request, "version_query")
+        return version_query(_state(request).index)
+    _device(request, "download")
     action = _single(args, "action")
-    if action is None and "version" not in args and "filename" not in args:
-        return version_query(state.index)
     if action is None:
         raise BadRequest(f"missing action={DOWNLOAD_ACTION}")
     if action != DOWNLOAD_ACTION:
         raise BadRequest(f'unknown action; the only action is "{DOWNLOAD_ACTION}"')
     version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
+    await download(request, version, filename)
+    return None
+
+
+async def download(request: Request, version: str, filename: str) -> None:
+    state, audit = _state(request), audit_of(request)
     release = state.index.release(version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
+    audit.version, audit.file = version, filename
     path = state.settings.partitions_dir / version / filename
     data = state.files.cached(path, entry)
     if data is None:
         data = await asyncio.to_thread(state.files.load, path, entry)
-    logger.info("download %s/%s (%d bytes) by %s", version, filename, len(data), key.name)
-    await send_image(request, data)
-    return None
+    request.ctx.streaming = True  # the response is logged here, once the body is sent
+    metrics.IN_FLIGHT.inc()
+    outcome = "aborted"
+    try:
+        await send_image(request, data, audit)
+        outcome = "completed"
+    finally:
+        metrics.IN_FLIGHT.dec()
+        audit.finish(200, audit.bytes, outcome)
+        request.app.ctx.emit(request, audit)
 
 
 def version_query(index: Index) -> HTTPResponse:
@@ -81,9 +113,8 @@ def version_query(index: Index) -> HTTPResponse:
 
 @bp.get("/v1/device/rom", strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
-    state = _state(request)
-    authenticate(request, state.keyring)
-    return esp_json(listing_body(state.index))
+    _device(request, "listing")
+    return esp_json(listing_body(_state(request).index))
 
 
 def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
@@ -108,21 +139,29 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
 
 @bp.get("/v1/manifest/", strict_slashes=True)
 async def manifest_index(request: Request) -> HTTPResponse:
+    _device(request, "manifest")
     state = _state(request)
-    authenticate(request, state.keyring)
     index = state.index
     versions = [
         {"version": v, "serial": index.releases[v].manifest.serial, "sha256": index.releases[v].document_sha256}
         for v in index.versions()
     ]
-    return esp_json(
-        {"keyid": state.verifier.keyid, "public_key": state.verifier.pem, "versions": versions}
-    )
+    return esp_json({"keyid": state.verifier.keyid, "public_key": state.verifier.pem, "versions": versions})
 
 
 @bp.get("/v1/manifest/<version:str>", strict_slashes=True)
 async def manifest_file(request: Request, version: str) -> HTTPResponse:
-    state = _state(request)
-    authenticate(request, state.keyring)
-    release = state.index.release(check_name(version, "version"))
+    _device(request, "manifest")
+    release = _state(request).index.release(check_name(version, "version"))
+    audit_of(request).version = release.version
     return raw(release.document, content_type="application/json")
+
+
+@bp.get("/metrics", strict_slashes=True)
+async def prometheus(request: Request) -> HTTPResponse:
+    audit = audit_of(request)
+    audit.kind = "metrics"
+    state = _state(request)
+    audit.key = authenticate_admin(request, state.keyring, state.limiter).name
+    body, content_type = metrics.exposition()
+    return raw(body, content_type=content_type)

@@ -1,4 +1,4 @@
-"""The Sanic application: configuration, lifecycle, and the routes.
+"""The Sanic application: configuration, lifecycle, audit logging, and the routes.
 
 ``create_app`` is the factory; ``sanic sanic_ota.app`` uses the instance that
 ``sanic_ota`` builds from the ``SANIC_OTA_*`` environment. Tests pass ``Settings``.
@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import sys
 
-from sanic import Sanic
+from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from sanic_ota.audit import AuditRecord, format_record
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.watcher import Watcher
-from sanic_ota.web import routes
+from sanic_ota.web import metrics, routes
 from sanic_ota.web.responses import handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
@@ -30,9 +32,10 @@ TIMEOUT_DEFAULTS = {
     "GRACEFUL_SHUTDOWN_TIMEOUT": 30.0,
 }
 
-_names = itertools.count()
-
 WATCHER_TASK = "sanic_ota.watcher"
+
+_names = itertools.count()
+audit_logger = logging.getLogger("sanic_ota.audit")
 
 
 def _configure_logging() -> None:
@@ -44,6 +47,12 @@ def _configure_logging() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    audit = logging.getLogger("sanic_ota.audit")
+    if not audit.handlers:  # audit lines stand alone, so JSON lines stay parseable
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.addHandler(handler)
+        audit.propagate = False
 
 
 def create_app(settings: Settings | None = None, name: str | None = None) -> Sanic:
@@ -52,14 +61,32 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         config=Config(defaults=TIMEOUT_DEFAULTS),
     )
     _configure_logging()
-    app.ctx.settings = settings or Settings.from_config(app.config)
+    settings = settings or Settings.from_config(app.config)
+    app.ctx.settings = settings
     app.blueprint(routes.bp)
     app.error_handler.add(Exception, handle_exception)
 
+    def emit(request: Request, record: AuditRecord) -> None:
+        audit_logger.info(format_record(record, settings.log_format))
+        metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
+
+    app.ctx.emit = emit
+
+    @app.main_process_start
+    async def main_start(app: Sanic) -> None:
+        app.ctx.metrics_dir = metrics.prepare_multiprocess_dir()
+
+    @app.main_process_stop
+    async def main_stop(app: Sanic) -> None:
+        metrics.remove_multiprocess_dir(getattr(app.ctx, "metrics_dir", None))
+
     @app.before_server_start
     async def start(app: Sanic) -> None:
-        app.ctx.state = await asyncio.to_thread(open_state, app.ctx.settings)
-        app.ctx.watcher = Watcher(app.ctx.state)
+        state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
+        app.ctx.state = state
+        app.ctx.watcher = Watcher(state, on_index=lambda index: metrics.releases(
+            len(index.releases), len(index.problems)))
+        metrics.releases(len(state.index.releases), len(state.index.problems))
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
 
     @app.before_server_stop
@@ -71,5 +98,17 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         if task is not None:
             await asyncio.wait([task], timeout=5)
         app.purge_tasks()
+
+    @app.after_server_stop
+    async def stopped(app: Sanic) -> None:
+        metrics.worker_exited(os.getpid())
+
+    @app.on_response
+    async def log_response(request: Request, response: HTTPResponse) -> None:
+        if getattr(request.ctx, "streaming", False):
+            return  # a download logs itself once its body is sent or abandoned
+        record = routes.audit_of(request)
+        record.finish(response.status, len(response.body or b""))
+        emit(request, record)
 
     return app

@@ -1,0 +1,79 @@
+"""Prometheus metrics, summed across Sanic's worker processes.
+
+With several workers, each process writes its samples to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode), which the
+server's main process creates before the workers start; ``/metrics`` in any worker
+then reports the sum. Without that variable (single process, tests) the default
+registry is used. The mode is fixed when this module is first imported, as it is
+for prometheus-client itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+
+from sanic_ota.audit import AuditRecord
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS = bool(os.environ.get(ENV))
+
+DOWNLOADS = Counter(
+    "sanic_ota_downloads", "Downloads by release, file and outcome (completed, aborted, error).",
+    ["version", "file", "outcome"],
+)
+BYTES = Counter("sanic_ota_bytes_served", "Image bytes handed to clients.", ["version", "file"])
+IN_FLIGHT = Gauge("sanic_ota_downloads_in_flight", "Downloads being sent now.", multiprocess_mode="livesum")
+AUTH_FAILURES = Counter("sanic_ota_auth_failures", "Failed authentications by reason.", ["reason"])
+REQUESTS = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind", "status"])
+MANIFEST_BUILDS = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.", ["result"])
+RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", multiprocess_mode="max")
+BROKEN = Gauge("sanic_ota_releases_broken", "Releases present but not servable.", multiprocess_mode="max")
+
+
+def observe(record: AuditRecord, auth_failure: str | None) -> None:
+    REQUESTS.labels(record.kind, str(record.status)).inc()
+    if auth_failure:
+        AUTH_FAILURES.labels(auth_failure).inc()
+    if record.kind == "download" and record.file is not None and record.version is not None:
+        DOWNLOADS.labels(record.version, record.file, record.outcome).inc()
+        BYTES.labels(record.version, record.file).inc(record.bytes)
+
+
+def manifest_event(result: str, version: str) -> None:
+    MANIFEST_BUILDS.labels(result).inc()
+
+
+def releases(served: int, broken: int) -> None:
+    RELEASES.set(served)
+    BROKEN.set(broken)
+
+
+def exposition() -> tuple[bytes, str]:
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def prepare_multiprocess_dir() -> str | None:
+    """In the main process, before workers start: a fresh directory, unless one is set."""
+    if os.environ.get(ENV):
+        return None
+    directory = tempfile.mkdtemp(prefix="sanic_ota_metrics_")
+    os.environ[ENV] = directory
+    return directory
+
+
+def remove_multiprocess_dir(directory: str | None) -> None:
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exited(pid: int) -> None:
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(pid)
