@@ -129,10 +129,10 @@ class Indexer:
             problems.pop(version, None)
             try:
                 releases[version] = self.index_release(version)
-            except OtaError as e:
-                problems[version] = e.message
+            except (OtaError, OSError) as e:  # OSError: a full disk or an unwritable manifests/
+                problems[version] = e.message if isinstance(e, OtaError) else f"{e.strerror}: {e.filename}"
                 self.events("failed", version)
-                logger.error("release %s is NOT served: %s", version, e.message)
+                logger.error("release %s is NOT served: %s", version, problems[version])
         return Index(releases=releases, problems=problems, pinned=self.read_pin())
 
     def read_pin(self) -> str | None:
@@ -174,10 +174,12 @@ class Indexer:
             raise NotFound(f"cannot list partitions/{version}/: {e.strerror}") from e
         entries: dict[str, FileEntry] = {}
         for name in names:
-            path = directory / name
-            if not is_release_file(name) or not path.is_file():
+            if not is_release_file(name):
                 continue
+            path = directory / name
             try:
+                if not path.is_file():  # a dangling symlink, a directory, a device
+                    raise IntegrityError(f"{name} is not a regular file")
                 data = path.read_bytes()
             except OSError as e:
                 raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
