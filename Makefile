@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint manifest verify example bench clean
+.PHONY: install run test lint manifest verify example bench clean install-service
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,48 @@ example: install
 # Side-by-side measurements against nginx (installs nginx and wrk from Debian if missing).
 bench: install
 	bash bench/run.sh
+
+# Install as a systemd service; needs root: sudo make install-service
+# Code, .venv, tools/ and partitions/ in PREFIX (read-only for the service); settings in
+# CONFDIR/sanic-ota.env (installed only if absent: an operator's file is never replaced);
+# keys file, signing key and manifests/ in STATEDIR (owned by SERVICE_USER, mode 0700).
+# Re-running it upgrades the code and the unit. Other locations are written into the
+# unit and the env file as they are installed.
+PREFIX       ?= /opt/sanic-ota
+CONFDIR      ?= /etc/sanic-ota
+STATEDIR     ?= /var/lib/sanic-ota
+UNITDIR      ?= /etc/systemd/system
+SERVICE_USER ?= sanic-ota
+DEPLOY_PATHS  = sed -e 's|/opt/sanic-ota|$(PREFIX)|g' -e 's|/etc/sanic-ota|$(CONFDIR)|g' \
+  -e 's|/var/lib/sanic-ota|$(STATEDIR)|g' -e 's|^User=sanic-ota$$|User=$(SERVICE_USER)|' \
+  -e 's|^Group=sanic-ota$$|Group=$(SERVICE_USER)|' -e 's|sudo -u sanic-ota |sudo -u $(SERVICE_USER) |'
+
+install-service:
+	@test "$$(id -u)" = 0 || { echo "make install-service: needs root (sudo make install-service)"; exit 1; }
+	id -u $(SERVICE_USER) >/dev/null 2>&1 || \
+	  useradd --system --user-group --home-dir $(STATEDIR) --no-create-home --shell /usr/sbin/nologin $(SERVICE_USER)
+	umask 022 && install -d $(PREFIX) $(PREFIX)/tools $(CONFDIR) $(UNITDIR)
+	umask 022 && { test -x $(PREFIX)/.venv/bin/python || $(PYTHON) -m venv $(PREFIX)/.venv; }
+	umask 022 && src=$$(mktemp -d) && cp -R pyproject.toml README.md sanic_ota "$$src" && \
+	  { $(PREFIX)/.venv/bin/pip install --quiet "$$src"; rc=$$?; rm -rf "$$src"; exit $$rc; }
+	umask 022 && cp tools/*.py $(PREFIX)/tools/ && cp README.md $(PREFIX)/
+	umask 022 && { [ -d $(PREFIX)/partitions ] || cp -R partitions $(PREFIX)/partitions; }
+	@if [ -f $(CONFDIR)/sanic-ota.env ]; then \
+	  echo "kept $(CONFDIR)/sanic-ota.env; compare it with deploy/sanic-ota.env for new settings"; \
+	else \
+	  echo "install $(CONFDIR)/sanic-ota.env"; \
+	  $(DEPLOY_PATHS) deploy/sanic-ota.env > $(CONFDIR)/sanic-ota.env && chmod 0644 $(CONFDIR)/sanic-ota.env; \
+	fi
+	install -d -m 0700 -o $(SERVICE_USER) -g $(SERVICE_USER) $(STATEDIR)
+	install -d -m 0755 -o $(SERVICE_USER) -g $(SERVICE_USER) $(STATEDIR)/manifests
+	$(DEPLOY_PATHS) deploy/sanic-ota.service > $(UNITDIR)/sanic-ota.service
+	chmod 0644 $(UNITDIR)/sanic-ota.service
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@keys=$$(sed -n 's/^SANIC_OTA_KEYS_FILE=//p' $(CONFDIR)/sanic-ota.env); \
+	echo; echo "Installed. Add the first device key (it prints the token), then start the service:"; \
+	echo "  sudo -u $(SERVICE_USER) $(PREFIX)/.venv/bin/python $(PREFIX)/tools/keygen.py NAME --keys $${keys:-$(STATEDIR)/authorisation_keys.json}"; \
+	echo "  systemctl enable --now sanic-ota     # after an upgrade: systemctl restart sanic-ota"; \
+	echo "Logs: journalctl -u sanic-ota -f"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
