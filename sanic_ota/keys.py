@@ -45,6 +45,10 @@ class Key:
             raise KeysFileError(f'entry {index} has no "Name" string')
         if not isinstance(token, str) or not token:
             raise KeysFileError(f'entry {index} ("{name}") has no "Token" string')
+        try:
+            name.encode(), token.encode()
+        except UnicodeEncodeError:
+            raise KeysFileError(f'entry {index}: "Name" and "Token" must be valid text') from None
         extra = {k: v for k, v in entry.items() if k not in ("Name", "Token")}
         return cls(name=name, token=token, extra=extra)
 

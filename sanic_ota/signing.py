@@ -22,7 +22,9 @@ from sanic_ota.files import write_atomic
 
 
 def canonical_bytes(signed: Any) -> bytes:
-    return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Sorted keys, no whitespace, UTF-8; DEL escaped as ``\\u007f``, as jq writes it."""
+    text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("\x7f", "\\u007f").encode()
 
 
 def raw_public_bytes(public_key: Ed25519PublicKey) -> bytes:
