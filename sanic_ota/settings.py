@@ -1,9 +1,11 @@
 """Every setting, declared once, typed, with its default.
 
-Settings arrive through Sanic's own ``SANIC_`` environment prefix: Sanic loads
-``SANIC_OTA_KEYS_FILE`` into ``app.config.OTA_KEYS_FILE``, and the tools read the
-same variables from the environment. Paths are relative to the working directory,
-as with the original server. Tests build ``Settings(...)`` directly.
+Settings arrive through Sanic's ``SANIC_`` environment prefix (``SANIC_OTA_KEYS_FILE``
+and so on). The server and the tools both read them from the raw environment with
+``from_environ``: Sanic's copy in ``app.config`` has already turned values that look
+like numbers into numbers (a directory named ``007`` would become ``7``). Paths are
+relative to the working directory, as with the original server. Tests build
+``Settings(...)`` directly.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class Settings:
         default=512 * 1024 * 1024,
         metadata=_doc("Memory kept for verified images; larger files are re-read per request."),
     )
+    stats_file: Path | None = field(
+        default=None,
+        metadata=_doc("SQLite file of download counts and recent failures for /status, shared by workers; "
+                      "default: manifests/.stats.sqlite3."),
+    )
 
     log_format: str = field(
         default="text",
@@ -76,6 +83,11 @@ class Settings:
             return self.public_key
         name = self.signing_key.name.removesuffix(".pem")
         return self.signing_key.with_name(name + ".pub.pem")
+
+    @property
+    def stats_path(self) -> Path:
+        """Where the status page's counts live: ``stats_file``, else inside ``manifests_dir``."""
+        return self.stats_file if self.stats_file is not None else self.manifests_dir / ".stats.sqlite3"
 
     @property
     def latest_file(self) -> Path:
@@ -109,7 +121,7 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
             return default
         if isinstance(default, str):
             return str(value).strip().lower()
-        return Path(value)
+        return Path(str(value))  # Sanic turns SANIC_OTA_PARTITIONS_DIR=2024 into an int
     except (TypeError, ValueError) as e:
         raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={value!r}: {e}") from e
 

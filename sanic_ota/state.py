@@ -20,6 +20,7 @@ from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.releases import LOCK_FILE, EventHook, Index, Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
+from sanic_ota.stats import Stats
 
 logger = logging.getLogger("sanic_ota.state")
 
@@ -33,6 +34,7 @@ class State:
     index: Index
     files: VerifiedFiles
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    stats: Stats = field(default_factory=Stats)  # in memory only unless given a file
 
 
 def require_private(path: Path, what: str) -> None:
@@ -84,4 +86,5 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )
-    return State(settings, keyring, verifier, indexer, index, VerifiedFiles(settings.cache_bytes))
+    return State(settings, keyring, verifier, indexer, index, VerifiedFiles(settings.cache_bytes),
+                 stats=Stats(settings.stats_path))

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
+import socket
 import sys
 
 from sanic import HTTPResponse, Request, Sanic
@@ -18,8 +20,9 @@ from sanic.config import Config
 from sanic_ota.audit import AuditRecord, format_record
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
+from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
-from sanic_ota.web import metrics, routes
+from sanic_ota.web import metrics, routes, status
 from sanic_ota.web.responses import handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
@@ -33,6 +36,7 @@ TIMEOUT_DEFAULTS = {
 }
 
 WATCHER_TASK = "sanic_ota.watcher"
+STATS_TASK = "sanic_ota.stats"
 
 _names = itertools.count()
 audit_logger = logging.getLogger("sanic_ota.audit")
@@ -55,20 +59,38 @@ def _configure_logging() -> None:
         audit.propagate = False
 
 
+def refuse_new_connections(app: Sanic) -> None:
+    """Shut the listening socket down at the start of a graceful stop.
+
+    Sanic's main process keeps its own copy of the listening socket open until every
+    worker has finished its downloads (up to GRACEFUL_SHUTDOWN_TIMEOUT), so new
+    modules would connect and hang. ``shutdown`` acts on the socket all processes
+    share: new connections are refused at once, those in flight carry on.
+    """
+    for info in app.state.server_info:
+        server = getattr(info.server, "server", None)
+        for listening in getattr(server, "sockets", None) or ():
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(listening.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def create_app(settings: Settings | None = None, name: str | None = None) -> Sanic:
     app = Sanic(
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
         config=Config(defaults=TIMEOUT_DEFAULTS),
     )
     _configure_logging()
-    settings = settings or Settings.from_config(app.config)
+    # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
+    settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
     app.blueprint(routes.bp)
+    app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
 
     def emit(request: Request, record: AuditRecord) -> None:
         audit_logger.info(format_record(record, settings.log_format))
         metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
+        request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
 
     app.ctx.emit = emit
 
@@ -88,20 +110,26 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
             len(index.releases), len(index.problems)))
         metrics.releases(len(state.index.releases), len(state.index.problems))
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
+        app.ctx.stats_stop = asyncio.Event()
+        app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
 
     @app.before_server_stop
     async def stop(app: Sanic) -> None:
+        refuse_new_connections(app)
         # Finish the watcher here, while the loop runs: Sanic's own task shutdown
         # happens after the loop stopped and would wait out GRACEFUL_SHUTDOWN_TIMEOUT.
         app.ctx.watcher.stop()
-        task = app.get_task(WATCHER_TASK, raise_exception=False)
-        if task is not None:
-            await asyncio.wait([task], timeout=5)
+        app.ctx.stats_stop.set()
+        tasks = [t for name in (WATCHER_TASK, STATS_TASK) if (t := app.get_task(name, raise_exception=False))]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         app.purge_tasks()
 
     @app.after_server_stop
     async def stopped(app: Sanic) -> None:
         metrics.worker_exited(os.getpid())
+        # downloads that finished during the graceful shutdown are counted too
+        await asyncio.to_thread(app.ctx.state.stats.flush)
 
     @app.on_response
     async def log_response(request: Request, response: HTTPResponse) -> None:

@@ -1,0 +1,173 @@
+"""``GET /status``: one HTML page for an operator's browser (admin key, HTTP Basic).
+
+Server-rendered with inline CSS and inline SVG, no script and nothing fetched from
+elsewhere, so it works offline and under a strict Content-Security-Policy. Every
+string that comes from a file (release and file names, what an image says about
+itself, failure reasons) goes through ``html.escape``. ``render_status`` is a pure
+function of plain data; the handler only gathers that data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from html import escape
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import html
+
+from sanic_ota.errors import OtaError
+from sanic_ota.manifest import FileEntry, utc_now
+from sanic_ota.releases import Index, Release
+from sanic_ota.stats import HOURS, Failure, Snapshot
+from sanic_ota.versions import newest_first
+from sanic_ota.web import routes
+from sanic_ota.web.auth import authenticate_admin
+
+bp = Blueprint("status")
+
+#: No script, no frames, nothing from elsewhere: only the page's own inline styles.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+ADMIN_KINDS = ("status", "metrics")
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:80em}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.4em 0}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.n{text-align:right}
+code{font:12px ui-monospace,monospace;word-break:break-all}
+.ok{color:#176117}.bad{color:#a01010;font-weight:bold}.muted{color:#777}
+svg rect.bar{fill:#3b6fb6}svg line{stroke:#999}
+"""
+
+
+@bp.get("/status", strict_slashes=True)
+async def status_page(request: Request) -> HTTPResponse:
+    audit = routes.audit_of(request)
+    audit.kind = "status"
+    state = request.app.ctx.state
+    audit.key = authenticate_admin(request, state.keyring, state.limiter).name
+    snapshot = await asyncio.to_thread(state.stats.snapshot)
+    return html(render_status(state.index, state.verifier.keyid, snapshot, utc_now()), headers=HEADERS)
+
+
+def failure_reason(request: Request, kind: str) -> str | None:
+    """The auth failure to count for the status page, if any.
+
+    A browser asks an admin page once without credentials, gets 401 with the Basic
+    challenge, then asks again: that first request is how Basic works, not a failure.
+    """
+    reason = getattr(request.ctx, "auth_failure_reason", None)
+    if kind in ADMIN_KINDS and "authorization" not in request.headers:
+        return None
+    return reason
+
+
+def render_status(index: Index, keyid: str, snapshot: Snapshot, generated: str) -> str:
+    """The whole page: what plain AT+CIUPDATE gets, downloads, releases, failures."""
+    parts = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>sanic_ota status</title>"
+        f"<style>{CSS}</style></head><body><h1>sanic_ota status</h1>",
+        f"<p class=muted>Generated {escape(generated)}. Manifest signing key <code>{escape(keyid)}</code>.</p>",
+        _latest(index),
+        _downloads(index, snapshot),
+    ]
+    counts = {key: sum(row) for key, row in snapshot.downloads.items()}
+    for version in index.versions():
+        parts.append(_release(index.releases[version], keyid, counts))
+    for version in newest_first(index.problems):
+        parts.append(f"<h2 id='r-{escape(version)}'>{escape(version)} <span class=bad>NOT served</span></h2>"
+                     f"<p class=bad>{escape(index.problems[version])}</p>")
+    parts.append(_failures(snapshot.failures))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _latest(index: Index) -> str:
+    try:
+        release = index.latest()
+    except OtaError as e:
+        return f"<p>Plain <code>AT+CIUPDATE</code> gets: <span class=bad>nothing ({escape(e.message)})</span></p>"
+    why = "pinned in partitions/LATEST" if index.pinned is not None else "the newest release"
+    return f"<p>Plain <code>AT+CIUPDATE</code> gets: <b class=ok>{escape(release.version)}</b> ({why})</p>"
+
+
+def _downloads(index: Index, snapshot: Snapshot) -> str:
+    per_release = snapshot.per_release()
+    versions = newest_first(set(index.releases) | set(per_release))
+    if not versions:
+        return "<h2>Downloads, last 24 hours</h2><p class=muted>No release.</p>"
+    peak = max((n for row in per_release.values() for n in row), default=0)
+    first = datetime.fromtimestamp((snapshot.hour - HOURS + 1) * 3600, UTC).strftime("%H:00")
+    rows = "".join(
+        f"<tr><td>{escape(v)}</td><td>{_chart(per_release.get(v, [0] * HOURS), peak, snapshot.hour)}</td>"
+        f"<td class=n id='d-{escape(v)}'>{sum(per_release.get(v, []))}</td></tr>"
+        for v in versions
+    )
+    return (f"<h2>Downloads, last 24 hours</h2><table><tr><th>release</th>"
+            f"<th>per hour (UTC), oldest ({first}) on the left</th><th>completed</th></tr>{rows}</table>")
+
+
+def _chart(counts: list[int], peak: int, hour: int, bar: int = 10, height: int = 36) -> str:
+    """24 bars, one per hour, scaled to the busiest hour of any release; hover for numbers."""
+    bars = []
+    for i, n in enumerate(counts):
+        start = datetime.fromtimestamp((hour - HOURS + 1 + i) * 3600, UTC).strftime("%H:00")
+        h = max(1, round(n / peak * (height - 2))) if n and peak else 0
+        bars.append(f"<rect class=bar x={i * bar} y={height - 1 - h} width={bar - 2} height={h}>"
+                    f"<title>{start} UTC: {n}</title></rect>")
+    width = bar * len(counts)
+    return (f"<svg width={width} height={height} viewBox='0 0 {width} {height}' role=img "
+            f"aria-label='{sum(counts)} downloads'>{''.join(bars)}"
+            f"<line x1=0 y1={height - 0.5} x2={width} y2={height - 0.5} /></svg>")
+
+
+def _release(release: Release, keyid: str, counts: dict[tuple[str, str], int]) -> str:
+    m = release.manifest
+    v = escape(release.version)
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td class=n>{_size(entry.length)}</td><td><code>{escape(entry.sha256)}"
+        f"</code></td><td>{_image(entry)}</td><td class=n>{counts.get((release.version, name), 0)}</td></tr>"
+        for name, entry in sorted(m.files.items())
+    )
+    return (
+        f"<h2 id='r-{v}'>{v} <span class=ok>served</span></h2>"
+        f"<p>Manifest serial {m.serial}, created {escape(m.created)}, signature "
+        f"<span class=ok>verified with key {escape(keyid[:16])}</span>; manifest file SHA-256 "
+        f"<code>{escape(release.document_sha256)}</code></p>"
+        f"<table><tr><th>file</th><th>size</th><th>SHA-256</th><th>image</th><th>downloads (24 h)</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _image(entry: FileEntry) -> str:
+    image = entry.info.get("image")
+    if not isinstance(image, dict):
+        return "<span class=muted>data partition</span>"
+    fields = (("project", "project_name"), ("app", "app_version"), ("IDF", "idf_version"), ("chip", "chip"))
+    return "<br>".join(f"{label} {escape(str(image.get(key, '?')))}" for label, key in fields)
+
+
+def _size(length: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if length >= scale:
+            return f"{length:,} B ({length / scale:.1f} {unit})"
+    return f"{length:,} B"
+
+
+def _failures(failures: list[Failure]) -> str:
+    if not failures:
+        return "<h2>Recent failures</h2><p class=muted>None recorded.</p>"
+    rows = "".join(
+        f"<tr><td>{escape(f.time)}</td><td>{escape(f.kind)}</td><td>{escape(f.client)}</td>"
+        f"<td>{escape(f.key or '-')}</td><td>{escape(f.version or '-')}</td><td>{escape(f.file or '-')}</td>"
+        f"<td class=n>{f.status}</td><td class=bad>{escape(f.reason)}</td></tr>"
+        for f in failures
+    )
+    return (f"<h2>Recent failures</h2><table><tr><th>time (UTC)</th><th>request</th><th>client</th><th>key</th>"
+            f"<th>release</th><th>file</th><th>status</th><th>what</th></tr>{rows}</table>")
