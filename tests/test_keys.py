@@ -1,0 +1,183 @@
+"""Tests for sanic_ota.keys: the original keys file, kept whole, looked up by token."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import OTHER_TOKEN, TOKEN
+
+from sanic_ota.errors import KeysFileError
+from sanic_ota.keys import Key, Keyring, dump_keys, load_keys, new_token, parse_keys, save_keys, with_key
+
+#: The original server's file, as operators have it today (no extra fields).
+ORIGINAL = f"""[
+    {{"Name": "device-1", "Token": "{TOKEN}"}},
+    {{"Name": "device-2", "Token": "{OTHER_TOKEN}"}}
+]
+"""
+
+
+def test_original_format_parses() -> None:
+    keys = parse_keys(ORIGINAL)
+    assert [(k.name, k.token) for k in keys] == [("device-1", TOKEN), ("device-2", OTHER_TOKEN)]
+    assert all(k.extra == {} and k.role == "device" for k in keys)
+
+
+def test_empty_text_is_no_key() -> None:
+    assert parse_keys("") == [] and parse_keys(" \n") == []
+
+
+def test_extra_fields_survive_save_and_load(tmp_path: Path) -> None:
+    entries = [
+        {"Name": "admin", "Token": TOKEN, "Role": "admin", "Note": "ops laptop", "Since": [2024, 1]},
+        {"Name": "device-2", "Token": OTHER_TOKEN},
+    ]
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps(entries))
+    keys = load_keys(path)
+    assert keys[0].role == "admin"
+    save_keys(path, keys)
+    assert json.loads(path.read_text()) == entries
+    assert load_keys(path) == keys
+    assert [k.extra for k in load_keys(path)] == [k.extra for k in keys]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[{", "not valid JSON"),
+        ('{"Name": "a", "Token": "b"}', "must hold a JSON list, found dict"),
+        ('"text"', "found str"),
+        ('[["a", "b"]]', "entry 0 is list, expected an object"),
+        ('[{"Name": "a", "Token": "b"}, {"Token": "c"}]', 'entry 1 has no "Name"'),
+        ('[{"Name": "", "Token": "c"}]', 'entry 0 has no "Name"'),
+        ('[{"Name": "a"}]', 'entry 0 \\("a"\\) has no "Token"'),
+        ('[{"Name": "a", "Token": 12}]', 'has no "Token"'),
+        ('[{"Name": "a", "Token": ""}]', 'has no "Token"'),
+    ],
+)
+def test_bad_keys_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(text)
+    with pytest.raises(KeysFileError, match=message):
+        load_keys(path)
+
+
+def test_bad_json_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text("{}")
+    with pytest.raises(KeysFileError) as caught:
+        load_keys(path)
+    assert str(path) in caught.value.message
+
+
+def test_missing_keys_file_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(KeysFileError, match="not found.*keygen"):
+        load_keys(tmp_path / "absent.json")
+
+
+def test_undecodable_keys_file_is_a_keys_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_bytes(b'[{"Name": "\xff"}]')
+    with pytest.raises(KeysFileError, match="cannot read"):
+        load_keys(path)
+
+
+def test_keyring_finds_by_token_and_refuses_others() -> None:
+    ring = Keyring(parse_keys(ORIGINAL))
+    assert len(ring) == 2
+    found = ring.find(TOKEN)
+    assert found is not None and found.name == "device-1"
+    assert ring.find(OTHER_TOKEN).name == "device-2"  # type: ignore[union-attr]
+    for guess in ("", TOKEN[:-1], TOKEN + "0", TOKEN.upper(), " " + TOKEN, "device-1", "\udcff"):
+        assert ring.find(guess) is None
+
+
+def test_find_named_needs_both_name_and_token() -> None:
+    ring = Keyring(parse_keys(ORIGINAL))
+    assert ring.find_named("device-1", TOKEN).name == "device-1"  # type: ignore[union-attr]
+    assert ring.find_named("device-2", TOKEN) is None
+    assert ring.find_named("device-1", OTHER_TOKEN) is None
+    assert ring.find_named("", "") is None
+
+
+def test_a_token_that_is_not_encodable_text_is_a_keys_file_error(tmp_path: Path) -> None:
+    # JSON can spell a lone surrogate ("\ud800"); such a token can never be sent in
+    # a header, and must be refused as a bad keys file, not crash the keyring later.
+    path = tmp_path / "keys.json"
+    path.write_text('[{"Name": "a", "Token": "0123\\ud800"}]')
+    with pytest.raises(KeysFileError, match="Token"):
+        Keyring(load_keys(path))
+
+
+def test_key_repr_never_shows_the_token() -> None:
+    key = Key("device-1", TOKEN, {"Role": "admin"})
+    assert TOKEN not in repr(key)
+
+
+def test_save_keys_writes_mode_0600_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text("[]")
+    path.chmod(0o644)
+    save_keys(path, [Key("a", TOKEN)])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]
+    assert load_keys(path) == [Key("a", TOKEN)]
+
+
+#: Save many keys over a small file while the process may not write past 4 KiB:
+#: the write fails part-way (EFBIG), as it would on a full disk.
+_SAVE_WITH_FILE_SIZE_LIMIT = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    from sanic_ota.keys import Key, save_keys
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        save_keys(Path(sys.argv[1]), [Key(f"device-{i}", "0" * 40) for i in range(500)])
+    except OSError as e:
+        print(e.errno)
+        sys.exit(3)
+    """
+)
+
+
+def test_save_keys_failing_mid_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    save_keys(path, [Key("device-1", TOKEN, {"Role": "admin"})])
+    before = path.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-c", _SAVE_WITH_FILE_SIZE_LIMIT, str(path)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 3, result.stderr
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]
+
+
+def test_with_key_replaces_by_name_and_keeps_extra_fields() -> None:
+    keys = [Key("a", "1" * 40, {"Role": "admin", "Note": "x"}), Key("b", "2" * 40)]
+    updated = with_key(keys, "a", "3" * 40)
+    assert [(k.name, k.token) for k in updated] == [("a", "3" * 40), ("b", "2" * 40)]
+    assert updated[0].extra == {"Role": "admin", "Note": "x"}
+    assert keys[0].token == "1" * 40  # the input list is not changed
+    added = with_key(keys, "c", "4" * 40)
+    assert [k.name for k in added] == ["a", "b", "c"] and added[2].extra == {}
+
+
+def test_dump_keys_is_the_original_format() -> None:
+    text = dump_keys([Key("a", TOKEN, {"Role": "admin"})])
+    assert json.loads(text) == [{"Name": "a", "Token": TOKEN, "Role": "admin"}]
+    assert text.endswith("\n")
+
+
+def test_new_token_is_40_lower_hex_and_fresh() -> None:
+    tokens = {new_token() for _ in range(20)}
+    assert len(tokens) == 20
+    assert all(len(t) == 40 and set(t) <= set("0123456789abcdef") for t in tokens)

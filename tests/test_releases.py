@@ -1,0 +1,299 @@
+"""Tests for sanic_ota.releases: which releases are served, in both signing modes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import VERSION, example, settings_for, write_release
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sanic_ota import manifest as manifests
+from sanic_ota.errors import NotFound, Unavailable
+from sanic_ota.releases import SERIALS_FILE, Index, Indexer, Release, is_release_file
+from sanic_ota.settings import Settings
+from sanic_ota.signing import Signer
+
+SIGNER = Signer(Ed25519PrivateKey.generate())
+OTHER = Signer(Ed25519PrivateKey.generate())
+
+
+def _signing(settings: Settings) -> Indexer:
+    return Indexer(settings, SIGNER.verifier, SIGNER)
+
+
+def _offline(settings: Settings) -> Indexer:
+    return Indexer(settings, SIGNER.verifier, None)
+
+
+def _serial(settings: Settings, version: str = VERSION) -> int:
+    return json.loads((settings.manifests_dir / f"{version}.json").read_text())["signed"]["serial"]
+
+
+def _release_dir(settings: Settings, version: str = VERSION) -> Path:
+    return settings.partitions_dir / version
+
+
+# -- server-signs mode -----------------------------------------------------------------
+
+
+def test_server_signs_serial_1_then_2_after_a_change(settings: Settings) -> None:
+    index = _signing(settings).build()
+    assert list(index.releases) == [VERSION] and not index.problems
+    assert index.releases[VERSION].manifest.serial == 1 == _serial(settings)
+    document = (settings.manifests_dir / f"{VERSION}.json").read_bytes()
+    assert index.releases[VERSION].document == document
+    manifests.verify(document, SIGNER.verifier, VERSION)
+
+    (_release_dir(settings) / "ota.bin").write_bytes(example.build_app_image("v1.0.1"))
+    index = _signing(settings).build()
+    assert index.releases[VERSION].manifest.serial == 2 == _serial(settings)
+    assert index.releases[VERSION].manifest.files["ota.bin"].info["image"]["app_version"] == "v1.0.1"
+    assert json.loads((settings.manifests_dir / SERIALS_FILE).read_text()) == {VERSION: 2}
+
+
+def test_unchanged_release_keeps_its_manifest_file(settings: Settings) -> None:
+    first = _signing(settings).build().releases[VERSION]
+    path = settings.manifests_dir / f"{VERSION}.json"
+    stat_before = path.stat()
+    second = _signing(settings).build().releases[VERSION]
+    assert second.document == first.document
+    assert second.manifest.serial == 1
+    assert path.stat().st_mtime_ns == stat_before.st_mtime_ns and path.stat().st_ino == stat_before.st_ino
+
+
+def test_server_replaces_a_replayed_older_manifest_with_a_higher_serial(settings: Settings) -> None:
+    _signing(settings).build()
+    old = (settings.manifests_dir / f"{VERSION}.json").read_bytes()
+    (_release_dir(settings) / "extra.bin").write_bytes(b"extra partition")
+    assert _signing(settings).build().releases[VERSION].manifest.serial == 2
+    (settings.manifests_dir / f"{VERSION}.json").write_bytes(old)  # serial 1, now stale
+    (_release_dir(settings) / "extra.bin").unlink()  # its files match the old manifest again
+    release = _signing(settings).build().releases[VERSION]
+    assert release.manifest.serial == 3 == _serial(settings)
+    assert set(release.manifest.files) == {"ota.bin", "mqtt_ca.bin"}
+
+
+def test_server_replaces_a_manifest_signed_by_another_key(settings: Settings) -> None:
+    Indexer(settings, OTHER.verifier, OTHER).build()
+    release = _signing(settings).build().releases[VERSION]
+    assert release.manifest.serial == 2  # higher than the one it replaced
+    manifests.verify((settings.manifests_dir / f"{VERSION}.json").read_bytes(), SIGNER.verifier, VERSION)
+
+
+def test_bad_magic_makes_the_release_a_problem(settings: Settings) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    ota = _release_dir(settings, "v2.0.0") / "ota.bin"
+    ota.write_bytes(b"\x00" + ota.read_bytes()[1:])
+    index = _signing(settings).build()
+    assert list(index.releases) == [VERSION]
+    assert "ota.bin" in index.problems["v2.0.0"] and "magic" in index.problems["v2.0.0"]
+    assert not (settings.manifests_dir / "v2.0.0.json").exists()
+    with pytest.raises(Unavailable, match="v2.0.0 is not servable"):
+        index.release("v2.0.0")
+
+
+def test_an_empty_release_is_a_problem(settings: Settings) -> None:
+    (settings.partitions_dir / "v2.0.0").mkdir()
+    (settings.partitions_dir / "v2.0.0" / "README").write_text("not a partition")
+    index = _signing(settings).build()
+    assert "holds no .bin file" in index.problems["v2.0.0"]
+    assert VERSION in index.releases
+
+
+def test_temporary_and_hidden_files_are_not_part_of_a_release(settings: Settings) -> None:
+    directory = _release_dir(settings)
+    for name in (".ota.bin.AbC123", "ota.bin~", ".hidden.bin", "notes.txt"):
+        (directory / name).write_bytes(b"\x00junk")
+    (directory / "sub").mkdir()
+    (settings.partitions_dir / ".v2.tmp").mkdir()
+    release = _signing(settings).build().releases[VERSION]
+    assert set(release.manifest.files) == {"ota.bin", "mqtt_ca.bin"}
+    assert _signing(settings).scan() == {VERSION}
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.symlink_to(p.parent / "absent")],
+                         ids=["directory", "dangling-symlink"])
+def test_a_bin_that_is_not_a_regular_file_is_a_problem(settings: Settings, make) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    make(_release_dir(settings, "v2.0.0") / "client_cert.bin")
+    index = _signing(settings).build()
+    assert index.problems["v2.0.0"] == "client_cert.bin is not a regular file"
+    assert list(index.releases) == [VERSION]
+
+
+def test_a_manifest_that_cannot_be_written_is_a_problem_of_that_release_only(settings: Settings) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    (settings.manifests_dir / f"{VERSION}.json").mkdir(parents=True)  # os.replace onto it fails
+    index = _signing(settings).build()
+    assert list(index.releases) == ["v2.0.0"]
+    assert str(settings.manifests_dir) in index.problems[VERSION]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("ota.bin", True), ("mqtt_ca.bin", True), (".ota.bin", False), ("ota.bin~", False), ("ota.bin.swp", False),
+    ("ota", False), ("-x.bin", False), ("a/b.bin", False),
+])
+def test_is_release_file(name: str, expected: bool) -> None:
+    assert is_release_file(name) is expected
+
+
+# -- offline mode ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(settings: Settings) -> Settings:
+    """Manifests signed elsewhere (by SIGNER) for v1.0.0 and v2.0.0, then served offline."""
+    write_release(settings.partitions_dir, "v2.0.0")
+    _signing(settings).build()
+    (settings.manifests_dir / SERIALS_FILE).unlink()  # the server never saw them
+    return settings
+
+
+def test_offline_serves_manifests_built_by_a_signer(offline: Settings) -> None:
+    before = {p.name: p.read_bytes() for p in offline.manifests_dir.glob("*.json")}
+    index = _offline(offline).build()
+    assert index.versions() == ["v2.0.0", VERSION] and not index.problems
+    assert {p.name: p.read_bytes() for p in offline.manifests_dir.glob("v*.json")} == {
+        k: v for k, v in before.items() if k.startswith("v")}
+
+
+@pytest.mark.parametrize("attack", ["flip", "truncate", "copied", "other_key", "missing", "garbage"])
+def test_offline_attacks_make_only_that_release_a_problem(offline: Settings, attack: str) -> None:
+    directory, path = _release_dir(offline), offline.manifests_dir / f"{VERSION}.json"
+    expected = {
+        "flip": "mqtt_ca.bin does not match its manifest",
+        "truncate": "mqtt_ca.bin does not match its manifest",
+        "copied": "manifest names release 'v2.0.0', expected 'v1.0.0'",
+        "other_key": "no signature by key",
+        "missing": f"no manifest {path}",
+        "garbage": "not valid JSON",
+    }[attack]
+    if attack == "flip":
+        data = bytearray((directory / "mqtt_ca.bin").read_bytes())
+        data[-10] ^= 0x01
+        (directory / "mqtt_ca.bin").write_bytes(bytes(data))
+    elif attack == "truncate":
+        cert = directory / "mqtt_ca.bin"
+        cert.write_bytes(cert.read_bytes()[:-4])
+    elif attack == "copied":
+        shutil.copy(offline.manifests_dir / "v2.0.0.json", path)
+    elif attack == "other_key":
+        manifest = manifests.verify(path.read_bytes(), SIGNER.verifier, VERSION)
+        path.write_bytes(manifests.sign(manifest, OTHER))
+    elif attack == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b'{"signed": ')
+    index = _offline(offline).build()
+    assert list(index.releases) == ["v2.0.0"]
+    assert expected in index.problems[VERSION]
+    with pytest.raises(Unavailable):
+        index.release(VERSION)
+    assert index.latest().version == "v2.0.0"
+
+
+def test_offline_extra_unlisted_file_is_served_without_it(offline: Settings) -> None:
+    (_release_dir(offline) / "client_cert.bin").write_bytes(b"\xf1\xf1 not in the manifest")
+    index = _offline(offline).build()
+    assert set(index.releases[VERSION].manifest.files) == {"ota.bin", "mqtt_ca.bin"}
+    assert not index.problems
+
+
+def test_offline_refuses_an_older_serial_replayed_after_a_newer_one(offline: Settings) -> None:
+    path = offline.manifests_dir / f"{VERSION}.json"
+    old = path.read_bytes()
+    newer = manifests.verify(old, SIGNER.verifier, VERSION)
+    path.write_bytes(manifests.sign(manifests.Manifest(VERSION, 5, newer.created, newer.files), SIGNER))
+    assert _offline(offline).build().releases[VERSION].manifest.serial == 5
+    assert json.loads((offline.manifests_dir / SERIALS_FILE).read_text())[VERSION] == 5
+    path.write_bytes(old)  # serial 1, properly signed, but older than what was seen
+    index = _offline(offline).build()
+    assert "serial 1 is older than serial 5" in index.problems[VERSION]
+    assert "v2.0.0" in index.releases
+
+
+def test_offline_never_writes_a_manifest(offline: Settings) -> None:
+    (offline.manifests_dir / f"{VERSION}.json").unlink()
+    _offline(offline).build()
+    assert not (offline.manifests_dir / f"{VERSION}.json").exists()
+
+
+# -- Index -----------------------------------------------------------------------------
+
+
+def _index(settings: Settings, *versions: str) -> Index:
+    for version in versions:
+        write_release(settings.partitions_dir, version)
+    return _signing(settings).build()
+
+
+def test_latest_is_the_newest_in_version_order(settings: Settings) -> None:
+    index = _index(settings, "v1.9.2", "v1.10.0", "v1.2.0")
+    assert index.versions() == ["v1.10.0", "v1.9.2", "v1.2.0", VERSION]
+    assert index.latest().version == "v1.10.0"
+
+
+def test_latest_honours_the_pin(settings: Settings) -> None:
+    settings.latest_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.latest_file.write_text(" v1.2.0\n")
+    index = _index(settings, "v1.10.0", "v1.2.0")
+    assert index.pinned == "v1.2.0"
+    assert index.latest().version == "v1.2.0"
+
+
+def test_a_pin_to_a_missing_release_is_unavailable(settings: Settings) -> None:
+    settings.latest_file.write_text("v9.9.9\n")
+    index = _index(settings)
+    with pytest.raises(Unavailable, match="LATEST pins release v9.9.9"):
+        index.latest()
+
+
+def test_an_empty_pin_means_newest(settings: Settings) -> None:
+    settings.latest_file.write_text("\n")
+    assert _index(settings).latest().version == VERSION
+
+
+def test_no_release_is_not_found(tmp_path: Path) -> None:
+    index = _signing(settings_for(tmp_path)).build()
+    with pytest.raises(NotFound, match="no release is available"):
+        index.latest()
+    with pytest.raises(NotFound, match="no release v1"):
+        index.release("v1")
+    with pytest.raises(NotFound):
+        Index().latest()
+
+
+def test_build_rereads_only_the_versions_named_and_drops_removed_ones(settings: Settings) -> None:
+    indexer = _signing(settings)
+    first = _index(settings, "v2.0.0", "v3.0.0")
+    # v1 and v2 change on disk, but only v2 is named: v1 keeps its old release object
+    for version in (VERSION, "v2.0.0"):
+        (_release_dir(settings, version) / "extra.bin").write_bytes(b"new partition")
+    shutil.rmtree(_release_dir(settings, "v3.0.0"))
+    second = indexer.build(first, {"v2.0.0", "v9.9.9"})
+    assert second.releases[VERSION] is first.releases[VERSION]
+    assert second.releases["v2.0.0"].manifest.serial == 2
+    assert "v3.0.0" not in second.releases and "v9.9.9" not in second.releases
+    assert not (settings.manifests_dir / "v9.9.9.json").exists()
+    third = indexer.build(second)
+    assert third.releases[VERSION].manifest.serial == 2
+
+
+def test_build_keeps_problems_of_releases_not_reread_and_clears_fixed_ones(settings: Settings) -> None:
+    indexer = _signing(settings)
+    (settings.partitions_dir / "v2.0.0").mkdir()
+    first = indexer.build()
+    assert "v2.0.0" in first.problems
+    assert "v2.0.0" in indexer.build(first, {VERSION}).problems
+    write_release(settings.partitions_dir, "v2.0.0")
+    fixed = indexer.build(first, {"v2.0.0"})
+    assert "v2.0.0" in fixed.releases and not fixed.problems
+
+
+def test_release_document_sha256(settings: Settings) -> None:
+    release: Release = _index(settings).releases[VERSION]
+    assert release.document_sha256 == hashlib.sha256(release.document).hexdigest()

@@ -1,0 +1,131 @@
+"""Tests for sanic_ota.settings: every setting typed, with its default, from SANIC_OTA_*."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from sanic_ota.errors import ConfigurationError
+from sanic_ota.settings import Settings, describe
+
+
+def test_defaults_are_the_original_servers_layout() -> None:
+    s = Settings()
+    assert s.keys_file == Path("authorisation_keys.json")
+    assert s.partitions_dir == Path("partitions")
+    assert s.manifests_dir == Path("manifests")
+    assert s.signing_key == Path("manifest_signing_key.pem")
+    assert s.public_key is None
+    assert s.sign_manifests is True
+    assert s.quiet_seconds == 1.0
+    assert s.cache_bytes == 512 * 1024 * 1024
+    assert s.latest_file == Path("partitions/LATEST")
+
+
+def test_public_key_defaults_beside_the_private_key() -> None:
+    assert Settings().public_key_path == Path("manifest_signing_key.pub.pem")
+    assert Settings(signing_key=Path("/etc/ota/k.pem")).public_key_path == Path("/etc/ota/k.pub.pem")
+    assert Settings(signing_key=Path("/etc/ota/key")).public_key_path == Path("/etc/ota/key.pub.pem")
+    assert Settings(public_key=Path("/x/pub.pem")).public_key_path == Path("/x/pub.pem")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("false", False), ("0", False), ("no", False), ("off", False), (" False ", False), (0, False), (False, False),
+    ("true", True), ("1", True), ("yes", True), ("ON", True), (1, True), (True, True),
+])
+def test_booleans_from_config(text: object, expected: bool) -> None:
+    assert Settings.from_config({"OTA_SIGN_MANIFESTS": text}).sign_manifests is expected
+
+
+def test_numbers_and_paths_from_config() -> None:
+    s = Settings.from_config({
+        "OTA_QUIET_SECONDS": "2.5",
+        "OTA_CACHE_BYTES": "1024",
+        "OTA_KEYS_FILE": "/srv/keys.json",
+        "OTA_PUBLIC_KEY": "pub.pem",
+    })
+    assert s.quiet_seconds == 2.5 and isinstance(s.quiet_seconds, float)
+    assert s.cache_bytes == 1024 and isinstance(s.cache_bytes, int)
+    assert s.keys_file == Path("/srv/keys.json")
+    assert s.public_key == Path("pub.pem")
+    assert Settings.from_config({"OTA_QUIET_SECONDS": 3}).quiet_seconds == 3.0
+
+
+def test_empty_or_none_means_the_default() -> None:
+    s = Settings.from_config({"OTA_PUBLIC_KEY": "", "OTA_KEYS_FILE": None, "OTA_PARTITIONS_DIR": ""})
+    assert s.public_key is None
+    assert s.keys_file == Path("authorisation_keys.json")
+    assert s.partitions_dir == Path("partitions")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("OTA_SIGN_MANIFESTS", "maybe"),
+    ("OTA_SIGN_MANIFESTS", "2"),
+    ("OTA_QUIET_SECONDS", "soon"),
+    ("OTA_CACHE_BYTES", "1.5"),
+    ("OTA_CACHE_BYTES", "lots"),
+])
+def test_bad_values_name_the_variable(key: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"SANIC_{key}="):
+        Settings.from_config({key: value})
+
+
+def test_path_settings_that_sanic_turned_into_numbers_stay_paths() -> None:
+    # Sanic converts SANIC_* values that look like numbers before they reach
+    # app.config: SANIC_OTA_PARTITIONS_DIR=2024 arrives as the int 2024. A
+    # directory named 2024 is a plain, valid setting and must not stop the server.
+    s = Settings.from_config({"OTA_PARTITIONS_DIR": 2024, "OTA_MANIFESTS_DIR": 7})
+    assert s.partitions_dir == Path("2024")
+    assert s.manifests_dir == Path("7")
+
+
+def test_from_environ_reads_only_sanic_ota_variables() -> None:
+    s = Settings.from_environ({
+        "SANIC_OTA_KEYS_FILE": "k.json",
+        "SANIC_OTA_SIGN_MANIFESTS": "no",
+        "OTA_PARTITIONS_DIR": "ignored",
+        "SANIC_PARTITIONS_DIR": "ignored",
+        "SANIC_OTA_": "ignored",
+        "PARTITIONS_DIR": "ignored",
+        "sanic_ota_manifests_dir": "ignored",
+    })
+    assert s.keys_file == Path("k.json")
+    assert s.sign_manifests is False
+    assert s.partitions_dir == Path("partitions")
+    assert s.manifests_dir == Path("manifests")
+
+
+def test_describe_lists_every_field_with_its_default_and_meaning() -> None:
+    rows = describe()
+    fields = dataclasses.fields(Settings)
+    assert [variable for variable, _, _ in rows] == [f"SANIC_OTA_{f.name.upper()}" for f in fields]
+    by_name = {variable: (default, doc) for variable, default, doc in rows}
+    assert by_name["SANIC_OTA_KEYS_FILE"][0] == "authorisation_keys.json"
+    assert by_name["SANIC_OTA_PUBLIC_KEY"][0] == ""
+    assert by_name["SANIC_OTA_SIGN_MANIFESTS"][0] == "True"
+    assert all(doc.strip() for _, _, doc in rows)
+
+
+def test_log_format_is_checked_and_normalised() -> None:
+    assert Settings().log_format == "text"
+    assert Settings.from_config({"OTA_LOG_FORMAT": " JSON "}).log_format == "json"
+    with pytest.raises(ConfigurationError, match="SANIC_OTA_LOG_FORMAT must be one of text, json"):
+        Settings.from_config({"OTA_LOG_FORMAT": "xml"})
+
+
+def test_stats_file_defaults_inside_manifests() -> None:
+    assert Settings(manifests_dir=Path("/m")).stats_path == Path("/m/.stats.sqlite3")
+    assert Settings(stats_file=Path("/s.db")).stats_path == Path("/s.db")
+
+
+@pytest.mark.parametrize("name", ["2024", "007", "1e3", "true"])
+def test_path_settings_survive_sanics_environment_conversion(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # Sanic converts SANIC_* values that look like numbers or booleans in app.config
+    # (007 -> 7, 1e3 -> 1000.0, true -> True); the server must read the raw text.
+    from sanic_ota.web.server import create_app
+
+    monkeypatch.setenv("SANIC_OTA_PARTITIONS_DIR", name)
+    app = create_app(name=f"settings_conversion_{name.replace('.', '_')}")
+    assert app.ctx.settings.partitions_dir == Path(name)
