@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint manifest verify example bench clean install-service
+.PHONY: install run test lint system-tools manifest verify example bench clean install-service
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,14 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+# Tools the tests drive from outside Python: openssl and jq + xxd (the auditor's
+# commands), chromium (the status page in a real browser). Debian packages.
+SYSTEM_TOOLS := openssl:openssl jq:jq xxd:xxd chromium:chromium
+
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; 	if [ -n "$$missing" ]; then 	  echo "installing from Debian:$$missing"; 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 	  || { echo "make test needs:$$missing (apt-get install them as root)"; exit 1; }; 	fi
+
+test: lint system-tools
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure here"; rc=1; fi; \
 	exit $$rc

@@ -38,9 +38,14 @@ def observe(record: AuditRecord, auth_failure: str | None) -> None:
     REQUESTS.labels(record.kind, str(record.status)).inc()
     if auth_failure:
         AUTH_FAILURES.labels(auth_failure).inc()
-    if record.kind == "download" and record.file is not None and record.version is not None:
-        DOWNLOADS.labels(record.version, record.file, record.outcome).inc()
-        BYTES.labels(record.version, record.file).inc(record.bytes)
+    if record.kind == "download":
+        # Only files that exist get their own series: a 4xx names whatever the client
+        # asked for, and one series per made-up name would grow without bound.
+        known = record.file is not None and not 400 <= record.status < 500
+        version, file = (record.version or "", record.file or "") if known else ("", "")
+        DOWNLOADS.labels(version, file, record.outcome).inc()
+        if record.bytes:
+            BYTES.labels(version, file).inc(record.bytes)
 
 
 def manifest_event(result: str, version: str) -> None:

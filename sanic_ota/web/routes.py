@@ -78,6 +78,7 @@ async def device_rom(request: Request) -> HTTPResponse | None:
         raise BadRequest(f'unknown action; the only action is "{DOWNLOAD_ACTION}"')
     version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
+    audit_of(request).version, audit_of(request).file = version, filename  # plain names, safe to log
     await download(request, version, filename)
     return None
 
@@ -88,7 +89,6 @@ async def download(request: Request, version: str, filename: str) -> None:
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
-    audit.version, audit.file = version, filename
     path = state.settings.partitions_dir / version / filename
     data = state.files.cached(path, entry)
     if data is None:
