@@ -1,7 +1,7 @@
 """The project's errors: one small hierarchy, each carrying the HTTP status it maps to.
 
 The core raises these without knowing about HTTP; the web layer turns any of them
-into the one JSON error shape (see ``sanic_ota.http.errors``). The status is a plain
+into the one JSON error shape (see ``sanic_ota.web.responses``). The status is a plain
 integer so the core stays free of Sanic.
 """
 
