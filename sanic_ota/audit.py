@@ -7,7 +7,7 @@ through the ``sanic_ota.audit`` logger. Tokens never reach a record, only key na
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import monotonic
 
@@ -43,10 +43,11 @@ class AuditRecord:
         self.outcome = outcome or ("completed" if status < 400 else "refused" if status < 500 else "error")
 
     def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data.pop("started")
-        data["duration_ms"] = round((monotonic() - self.started) * 1000, 1)
-        return data
+        return {
+            "client": self.client, "kind": self.kind, "key": self.key, "version": self.version,
+            "file": self.file, "status": self.status, "bytes": self.bytes, "outcome": self.outcome,
+            "time": self.time, "duration_ms": round((monotonic() - self.started) * 1000, 1),
+        }
 
 
 def format_record(record: AuditRecord, log_format: str) -> str:

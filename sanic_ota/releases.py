@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from sanic_ota import manifest as manifests
@@ -69,8 +70,12 @@ class Index:
     problems: Mapping[str, str] = field(default_factory=dict)
     pinned: str | None = None
 
+    @cached_property
+    def _newest_first(self) -> tuple[str, ...]:
+        return tuple(newest_first(self.releases))  # the index never changes: sort once
+
     def versions(self) -> list[str]:
-        return newest_first(self.releases)
+        return list(self._newest_first)
 
     def release(self, version: str) -> Release:
         try:

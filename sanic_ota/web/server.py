@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import os
 import socket
-import sys
 
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from sanic_ota import logs
 from sanic_ota.audit import AuditRecord, format_record
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
@@ -39,24 +38,6 @@ WATCHER_TASK = "sanic_ota.watcher"
 STATS_TASK = "sanic_ota.stats"
 
 _names = itertools.count()
-audit_logger = logging.getLogger("sanic_ota.audit")
-
-
-def _configure_logging() -> None:
-    """Our ``sanic_ota.*`` loggers print beside Sanic's own, at INFO."""
-    log = logging.getLogger("sanic_ota")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    audit = logging.getLogger("sanic_ota.audit")
-    if not audit.handlers:  # audit lines stand alone, so JSON lines stay parseable
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        audit.addHandler(handler)
-        audit.propagate = False
 
 
 def refuse_new_connections(app: Sanic) -> None:
@@ -79,7 +60,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
         config=Config(defaults=TIMEOUT_DEFAULTS),
     )
-    _configure_logging()
+    logs.start()
     # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
     settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
@@ -88,7 +69,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.error_handler.add(Exception, handle_exception)
 
     def emit(request: Request, record: AuditRecord) -> None:
-        audit_logger.info(format_record(record, settings.log_format))
+        logs.audit(format_record(record, settings.log_format))
         metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
         request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
 
