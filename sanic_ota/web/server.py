@@ -40,7 +40,21 @@ STATS_TASK = "sanic_ota.stats"
 _names = itertools.count()
 
 
-def refuse_new_connections(app: Sanic) -> None:
+def listening_sockets(app: Sanic) -> list[socket.socket]:
+    """Our own handles on the listening socket Sanic's main process gave this worker.
+
+    Duplicated descriptors stay usable when Sanic has already closed its own at stop
+    time. With ``--single-process`` there is none: closing the server stops listening.
+    """
+    handles = []
+    for info in app.state.server_info:
+        listening = info.settings.get("sock")
+        if isinstance(listening, socket.socket):
+            handles.append(socket.socket(fileno=os.dup(listening.fileno())))
+    return handles
+
+
+def refuse_new_connections(handles: list[socket.socket]) -> None:
     """Shut the listening socket down at the start of a graceful stop.
 
     Sanic's main process keeps its own copy of the listening socket open until every
@@ -48,11 +62,10 @@ def refuse_new_connections(app: Sanic) -> None:
     modules would connect and hang. ``shutdown`` acts on the socket all processes
     share: new connections are refused at once, those in flight carry on.
     """
-    for info in app.state.server_info:
-        server = getattr(info.server, "server", None)
-        for listening in getattr(server, "sockets", None) or ():
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(listening.fileno())) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
+    for sock in handles:
+        with contextlib.suppress(OSError), sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    handles.clear()
 
 
 def create_app(settings: Settings | None = None, name: str | None = None) -> Sanic:
@@ -94,9 +107,13 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
 
+    @app.after_server_start
+    async def started(app: Sanic) -> None:
+        app.ctx.listening = listening_sockets(app)
+
     @app.before_server_stop
     async def stop(app: Sanic) -> None:
-        refuse_new_connections(app)
+        refuse_new_connections(app.ctx.listening)
         # Finish the watcher here, while the loop runs: Sanic's own task shutdown
         # happens after the loop stopped and would wait out GRACEFUL_SHUTDOWN_TIMEOUT.
         app.ctx.watcher.stop()
