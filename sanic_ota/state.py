@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sanic_ota.errors import ConfigurationError
-from sanic_ota.filecache import VerifiedFiles
+from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import locked, open_to_others, write_atomic
 from sanic_ota.keys import Keyring, load_keys
 from sanic_ota.ratelimit import FailureLimiter
@@ -86,5 +86,5 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )
-    return State(settings, keyring, verifier, indexer, index, VerifiedFiles(settings.cache_bytes),
-                 stats=Stats(settings.stats_path))
+    files = VerifiedFiles(settings.cache_bytes, SERVER_RECHECK_SECONDS)
+    return State(settings, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path))

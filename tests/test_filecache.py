@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,15 @@ def test_reloading_the_same_path_does_not_count_twice(tmp_path: Path) -> None:
     files.load(*a)
     files.load(*b)
     assert files.cached(*a) is not None and files.cached(*b) is not None
+
+
+def test_server_recheck_window_serves_verified_bytes_then_notices_the_change(tmp_path: Path) -> None:
+    path = tmp_path / "ota.bin"
+    path.write_bytes(b"\xe9" + b"a" * 99)
+    entry = FileEntry(length=100, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    files = VerifiedFiles(max_bytes=1 << 20, recheck_seconds=0.3)
+    verified = files.load(path, entry)
+    path.write_bytes(b"\xe9" + b"b" * 99)
+    assert files.cached(path, entry) == verified  # within the window: the verified bytes, never the new ones
+    time.sleep(0.35)
+    assert files.cached(path, entry) is None
