@@ -228,12 +228,19 @@ def _hourly(rows: Iterable[tuple[int, str, str, int]], hour: int) -> dict[tuple[
 
 
 async def flush_periodically(stats: Stats, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
-    """Flush every ``every`` seconds until ``stop`` is set, then once more."""
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), every)
-        except TimeoutError:
-            pass
-        await asyncio.to_thread(stats.flush)
-        if stop.is_set():
-            return
+    """Flush every ``every`` seconds until ``stop`` is set, then once more.
+
+    Sanic cancels background tasks on SIGTERM; ending is then the point, and the
+    web layer flushes once more after the server stops.
+    """
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except TimeoutError:
+                pass
+            await asyncio.to_thread(stats.flush)
+            if stop.is_set():
+                return
+    except asyncio.CancelledError:
+        return
