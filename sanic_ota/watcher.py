@@ -65,7 +65,11 @@ class Watcher:
             pass  # shutdown: Sanic cancels background tasks on SIGTERM; ending is the point
         finally:
             self.stop_event.set()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            try:
+                await asyncio.gather(*pumps, return_exceptions=True)
+            except asyncio.CancelledError:  # cancelled again while the pumps wind down
+                for pump in pumps:
+                    pump.cancel()
 
     async def _pump(self, paths: list[Path], recursive: bool) -> None:
         async for changes in awatch(*paths, recursive=recursive, stop_event=self.stop_event,
