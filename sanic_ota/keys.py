@@ -67,7 +67,10 @@ def parse_keys(text: str, source: str = "keys file") -> list[Key]:
         raise KeysFileError(f"{source} is not valid JSON: {e}") from e
     if not isinstance(data, list):
         raise KeysFileError(f"{source} must hold a JSON list, found {type(data).__name__}")
-    return [Key.from_dict(entry, i) for i, entry in enumerate(data)]
+    try:
+        return [Key.from_dict(entry, i) for i, entry in enumerate(data)]
+    except KeysFileError as e:
+        raise KeysFileError(f"{source}: {e.message}") from None
 
 
 def dump_keys(keys: Iterable[Key]) -> str:

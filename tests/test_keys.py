@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 import sys
@@ -181,3 +182,10 @@ def test_new_token_is_40_lower_hex_and_fresh() -> None:
     tokens = {new_token() for _ in range(20)}
     assert len(tokens) == 20
     assert all(len(t) == 40 and set(t) <= set("0123456789abcdef") for t in tokens)
+
+
+def test_a_bad_entry_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text('[{"Name": "a"}]')
+    with pytest.raises(KeysFileError, match=rf"^{re.escape(str(path))}: entry 0"):
+        load_keys(path)

@@ -71,6 +71,7 @@ async def device_rom(request: Request) -> HTTPResponse | None:
         _device(request, "version_query")
         return version_query(_state(request).index)
     _device(request, "download")
+    audit = audit_of(request)
     action = _single(args, "action")
     if action is None:
         raise BadRequest(f"missing action={DOWNLOAD_ACTION}")
@@ -78,7 +79,7 @@ async def device_rom(request: Request) -> HTTPResponse | None:
         raise BadRequest(f'unknown action; the only action is "{DOWNLOAD_ACTION}"')
     version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
-    audit_of(request).version, audit_of(request).file = version, filename  # plain names, safe to log
+    audit.version, audit.file = version, filename  # plain names, safe to log
     await download(request, version, filename)
     return None
 
