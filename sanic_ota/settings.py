@@ -96,7 +96,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Read ``OTA_*`` keys, as Sanic leaves them in ``app.config``."""
+        """Read ``OTA_*`` keys from a mapping of strings (``from_environ`` strips ``SANIC_``)."""
         values = {}
         for f in dataclasses.fields(cls):
             key = CONFIG_PREFIX + f.name.upper()
