@@ -17,6 +17,7 @@ import tempfile
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 
 from sanic_ota.audit import AuditRecord
+from sanic_ota.releases import Index
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROCESS = bool(os.environ.get(ENV))
@@ -52,9 +53,10 @@ def manifest_event(result: str, version: str) -> None:
     MANIFEST_BUILDS.labels(result).inc()
 
 
-def releases(served: int, broken: int) -> None:
-    RELEASES.set(served)
-    BROKEN.set(broken)
+def releases(index: Index) -> None:
+    """Called with every new index: releases served, and present but refused."""
+    RELEASES.set(len(index.releases))
+    BROKEN.set(len(index.problems))
 
 
 def exposition() -> tuple[bytes, str]:

@@ -100,9 +100,8 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     async def start(app: Sanic) -> None:
         state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
         app.ctx.state = state
-        app.ctx.watcher = Watcher(state, on_index=lambda index: metrics.releases(
-            len(index.releases), len(index.problems)))
-        metrics.releases(len(state.index.releases), len(state.index.problems))
+        app.ctx.watcher = Watcher(state, on_index=metrics.releases)
+        metrics.releases(state.index)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
