@@ -1,13 +1,12 @@
-"""Where log lines go: stderr, written by background threads, never by the event loop.
+"""Where log lines go: stderr, written by one background thread, never by the event loop.
 
 Writing each audit line to stderr from the event loop took half of a worker's time
-under load (bench/, version query: 3.6k req/s, 52% in ``StreamHandler.emit``). Now:
-- audit lines (one per request) are put on a queue as finished strings; a thread
-  writes whatever has queued up in one write, so a busy server makes few syscalls;
-- every other ``sanic_ota.*`` record goes through a ``QueueHandler`` to a
-  ``QueueListener`` thread, with time, process, level and logger name.
-Both threads drain their queues at exit. Audit lines are printed bare, so JSON
-lines stay parseable.
+under load (bench/, version query: 3.6k req/s, 52% in ``StreamHandler.emit``). Now
+every line, audit or not, is put on one queue as a finished string, and one thread
+writes whatever has queued up in a single write: few syscalls on a busy server, and
+the lines stay in the order they were made. The queue is drained at exit. Audit
+lines are printed bare, so JSON lines stay parseable; every other ``sanic_ota.*``
+record gets time, process, level and logger name.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import logging
 import queue
 import sys
 import threading
-from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
 
 ROOT = "sanic_ota"
@@ -26,12 +24,21 @@ DETAILED = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 _STOP = None
 _lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 _writer: threading.Thread | None = None
-_listener: QueueListener | None = None
 
 
 def audit(line: str) -> None:
     """Queue one audit line; cheap enough for every request."""
     _lines.put(line)
+
+
+class _QueueLines(logging.Handler):
+    """Formats a record here and leaves the writing to the writer thread."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _lines.put(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _write_lines(stream: TextIO) -> None:
@@ -51,30 +58,24 @@ def _write_lines(stream: TextIO) -> None:
 
 
 def start() -> None:
-    """Start both writers and route ``sanic_ota.*`` records; once per process."""
-    global _writer, _listener
+    """Start the writer and route ``sanic_ota.*`` records to it; once per process."""
+    global _writer
     if _writer is not None:
         return
-    _writer = threading.Thread(target=_write_lines, args=(sys.stderr,), name="sanic_ota-audit", daemon=True)
+    _writer = threading.Thread(target=_write_lines, args=(sys.stderr,), name="sanic_ota-log", daemon=True)
     _writer.start()
-    detailed = logging.StreamHandler(sys.stderr)
-    detailed.setFormatter(logging.Formatter(DETAILED))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _QueueLines()
+    handler.setFormatter(logging.Formatter(DETAILED))
     log = logging.getLogger(ROOT)
-    log.handlers[:] = [QueueHandler(records)]
+    log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    _listener = QueueListener(records, detailed)
-    _listener.start()
     atexit.register(stop)
 
 
 def stop() -> None:
-    """Write everything still queued, then end the threads."""
-    global _writer, _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    """Write everything still queued, then end the thread."""
+    global _writer
     if _writer is not None:
         _lines.put(_STOP)
         _writer.join(timeout=5)
