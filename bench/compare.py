@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import importlib.util
 import os
 import re
 import resource
@@ -47,6 +46,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sanic_ota.example_release import build_app_image, build_cert_partition
+
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "v1.0.0"
 #: "1.6 MB": a typical ESP-AT application image (esp-at's own factory builds are 1.5-1.8 MB).
@@ -57,21 +58,6 @@ TARGET_RSS_MB = 150.0
 
 
 # --------------------------------------------------------------------------- setup
-
-
-def _load_release_tool() -> object:
-    """``tools/make_example_release.py`` as a module: its image writer is esptool's own.
-
-    The tool is a script, not part of the package, so it is imported from its path.
-    Using it (rather than random bytes) matters: the server validates every
-    application image when it indexes a release and refuses to serve a bad one.
-    """
-    path = REPO / "tools" / "make_example_release.py"
-    spec = importlib.util.spec_from_file_location("make_example_release", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -100,11 +86,12 @@ class Workspace:
 
 def make_workspace(root: Path) -> Workspace:
     """Write a 1.6 MB valid app image, a 4 KiB 0xF1F1 certificate partition and a key."""
-    tool = _load_release_tool()
-    image: bytes = tool.build_app_image(VERSION, size=IMAGE_SIZE)  # type: ignore[attr-defined]
+    # esptool's own image writer, not random bytes: the server validates every
+    # application image when it indexes a release and refuses to serve a bad one.
+    image = build_app_image(VERSION, size=IMAGE_SIZE)
     # PKI partition: 8-byte header + 4-byte item header + text, padded to 4 bytes.
     text = (b"sanic_ota bench CA placeholder text, not a certificate.\n" * 100)[: CERT_SIZE - 12]
-    cert: bytes = tool.build_cert_partition(text)  # type: ignore[attr-defined]
+    cert = build_cert_partition(text)
     assert len(cert) == CERT_SIZE and cert[:2] == b"\xf1\xf1", len(cert)
     release = root / "partitions" / VERSION
     release.mkdir(parents=True)

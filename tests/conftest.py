@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from server_process import ServerProcess
+
+from sanic_ota import example_release as example
+from sanic_ota.keys import Key, save_keys
+from sanic_ota.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from server_process import ServerProcess  # noqa: E402
-
-from sanic_ota.keys import Key, save_keys  # noqa: E402
-from sanic_ota.settings import Settings  # noqa: E402
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 OTHER_TOKEN = "fedcba9876543210fedcba9876543210fedcba98"
 VERSION = "v1.0.0"
-
-
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` (tools/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO / "tools" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = load_tool("make_example_release")
 
 
 def write_release(partitions: Path, version: str, app_version: str | None = None) -> Path:

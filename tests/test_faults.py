@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOKEN, VERSION, env_for, example, settings_for, write_release
+from conftest import TOKEN, VERSION, env_for, example, settings_for, write_release
 from esp_client import ModuleError, download, list_versions, version_query
 from server_process import ServerProcess
 
@@ -57,21 +57,20 @@ def test_sigterm_lets_downloads_in_flight_finish_and_refuses_new_ones(workdir: P
 
 KILL_WRITER = textwrap.dedent("""
     import sys
-    sys.path.insert(0, {repo!r})
     from pathlib import Path
     from sanic_ota.keys import Key, save_keys
     path, n = Path(sys.argv[1]), 0
     print("ready", flush=True)
     while True:
         n += 1
-        save_keys(path, [Key(f"key-{{i}}", f"{{n:040x}}") for i in range(2000)])
+        save_keys(path, [Key(f"key-{i}", f"{n:040x}") for i in range(2000)])
 """)
 
 
 def test_kill_9_while_the_keys_file_is_written_leaves_a_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     script = tmp_path / "writer.py"
-    script.write_text(KILL_WRITER.format(repo=str(REPO)))
+    script.write_text(KILL_WRITER)
     for delay in (0.05, 0.13, 0.21, 0.37):
         writer = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
         assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"

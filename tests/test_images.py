@@ -1,25 +1,17 @@
-"""Tests for sanic_ota.images, against images made by tools/make_example_release.py."""
+"""Tests for sanic_ota.images, against images made by sanic_ota.example_release."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from sanic_ota.errors import ImageError
+from sanic_ota.example_release import EXAMPLE_CA, build_app_image, build_cert_partition
 from sanic_ota.images import PARTITION_MAGIC, check_magic, describe_app_image, inspect
 
-_TOOL = Path(__file__).resolve().parent.parent / "tools" / "make_example_release.py"
-_spec = importlib.util.spec_from_file_location("make_example_release", _TOOL)
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
-
-IMAGE = tool.build_app_image("v1.2.3")
+IMAGE = build_app_image("v1.2.3")
 #: Header (24) + segment header (8) + esp_app_desc_t (256): filler text begins here.
 FILLER = 24 + 8 + 256
 #: Where the data of the second (IRAM) segment begins.
@@ -102,7 +94,7 @@ def test_describe_generated_image() -> None:
 
 def test_inspect() -> None:
     assert inspect("ota", IMAGE) == {"image": describe_app_image(IMAGE)}
-    cert = tool.build_cert_partition(tool.EXAMPLE_CA)
+    cert = build_cert_partition(EXAMPLE_CA)
     assert inspect("mqtt_ca", cert) == {}
     with pytest.raises(ImageError):
         inspect("ota", cert)
@@ -197,59 +189,3 @@ def test_every_cut_and_flip_is_an_image_error_and_silent(capfd) -> None:
             describe_app_image(bytes(broken))
     describe_app_image(IMAGE)
     assert capfd.readouterr() == ("", "")
-
-
-def test_esptool_image_info_says_valid(tmp_path: Path) -> None:
-    path = tmp_path / "ota.bin"
-    path.write_bytes(IMAGE)
-    result = subprocess.run(
-        [sys.executable, "-m", "esptool", "image-info", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "Checksum: " in result.stdout and "(valid)" in result.stdout
-    assert "Validation hash: " in result.stdout
-    assert "invalid" not in result.stdout
-    assert "App version: v1.2.3" in result.stdout
-
-
-def test_build_is_deterministic() -> None:
-    assert tool.build_app_image("v1.2.3") == IMAGE
-    assert tool.build_app_image("v2") != IMAGE
-
-
-def test_build_size_and_alignment() -> None:
-    big = tool.build_app_image("v1", size=16384)
-    assert len(big) == 16384
-    assert (len(big) - 32) % 16 == 0
-
-
-def test_build_refuses_overlong_version() -> None:
-    with pytest.raises(ValueError, match="31 bytes"):
-        tool.build_app_image("v" * 32)
-
-
-def test_cert_partition_layout() -> None:
-    text = tool.EXAMPLE_CA
-    data = tool.build_cert_partition(text)
-    magic, count, length = struct.unpack_from("<HHI", data)
-    assert (magic, count, length) == (0xF1F1, 1, len(data) - 8)
-    assert struct.unpack_from("<BBH", data, 8) == (0x01, 0, len(text))
-    assert data[12 : 12 + len(text)] == text
-    assert len(data) % 4 == 0
-    check_magic("mqtt_ca", data)
-
-
-def test_main_writes_release(tmp_path: Path) -> None:
-    argv = ["--partitions", str(tmp_path), "--version", "v9", "--app-version", "9.0"]
-    assert tool.main(argv) == 0
-    release = tmp_path / "v9"
-    assert sorted(p.name for p in release.iterdir()) == ["mqtt_ca.bin", "ota.bin"]
-    assert (release / "ota.bin").read_bytes() == tool.build_app_image("9.0")
-    assert inspect("mqtt_ca", (release / "mqtt_ca.bin").read_bytes()) == {}
-
-
-def test_main_refuses_path_as_version(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        tool.main(["--partitions", str(tmp_path), "--version", "../escape"])

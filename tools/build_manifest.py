@@ -1,49 +1,12 @@
 #!/usr/bin/env python3
-"""Sign partitions/VERSION/ into manifests/VERSION.json (``make manifest VERSION=v1``).
+"""Sign a release's manifest (``sanic-ota-manifest``), run from a checkout.
 
-Run where the private key lives. Honours the server's SANIC_OTA_* variables
-(partitions, manifests, signing key). The manifest is rewritten, with a higher
-serial, only when the files changed; a file the module would reject (bad magic
-bytes, truncated application image) is reported and nothing is signed. Creates
-the key pair on first use, like the server does.
+The tool is sanic_ota/tools/build_manifest.py (--help for its usage); _run.py starts it.
 """
 
-from __future__ import annotations
-
-import argparse
-import dataclasses
-import logging
-import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sanic_ota.errors import OtaError  # noqa: E402
-from sanic_ota.releases import Indexer  # noqa: E402
-from sanic_ota.settings import Settings  # noqa: E402
-from sanic_ota.state import signing_keys  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("version", help="release directory name under partitions/")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = Settings.from_environ(os.environ)
-    try:
-        verifier, signer = signing_keys(dataclasses.replace(settings, sign_manifests=True))
-        release = Indexer(settings, verifier, signer).index_release(args.version)
-    except OtaError as e:
-        print(f"build_manifest: {args.version}: {e.message}", file=sys.stderr)
-        return 1
-    manifest = release.manifest
-    print(f"{settings.manifests_dir / (args.version + '.json')}: serial {manifest.serial}, "
-          f"{len(manifest.files)} file(s), key {verifier.keyid}")
-    for name, entry in sorted(manifest.files.items()):
-        print(f"  {name}  {entry.length} bytes  sha256 {entry.sha256}")
-    return 0
-
+from _run import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("build_manifest"))

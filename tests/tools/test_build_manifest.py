@@ -1,4 +1,4 @@
-"""Tests for tools/build_manifest.py, run as the operator runs it, with SANIC_OTA_* set."""
+"""Tests for tools/build_manifest.py (sanic_ota.tools.build_manifest), run as the operator runs it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for tools/keygen.py: new device keys, never losing the ones already there."""
+"""Tests for tools/keygen.py (sanic_ota.tools.keygen): new device keys, never losing the ones already there."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TOKEN, load_tool
+from conftest import REPO, TOKEN
 
 from sanic_ota.keys import Key, load_keys, save_keys
+from sanic_ota.tools import keygen
 
-keygen = load_tool("keygen")
 TOOL = REPO / "tools" / "keygen.py"
 HEX40 = re.compile(r"[0-9a-f]{40}")
 

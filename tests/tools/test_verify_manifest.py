@@ -1,4 +1,4 @@
-"""Tests for tools/verify_manifest.py, and for the auditor's check with jq and openssl alone."""
+"""Tests for tools/verify_manifest.py (sanic_ota.tools.verify_manifest), and the auditor's jq and openssl check."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VERSION, example, load_tool, settings_for, write_release
+from conftest import VERSION, example, settings_for, write_release
 from test_build_manifest import run_build_manifest
 
 from sanic_ota.releases import Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import create_key_pair
 from sanic_ota.state import signing_keys
-
-verify_manifest = load_tool("verify_manifest")
+from sanic_ota.tools import verify_manifest
 
 #: What the README tells an auditor to run: no Python, only jq, xxd and OpenSSL.
 AUDITOR_COMMANDS = """\
