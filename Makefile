@@ -26,8 +26,10 @@ run: install
 	echo "Try: curl -o ota.bin -H \"Authorization: token $$token\" 'http://127.0.0.1:$(PORT)/v1/device/rom/?action=download_rom&version=v1.0.0&filename=ota.bin'"
 	$(BIN)/sanic sanic_ota.app --host $(HOST) --port $(PORT)
 
+# ruff over everything; mypy as configured in pyproject.toml (strict on the core).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Tools the tests drive from outside Python: openssl and jq + xxd (the auditor's
 # commands), chromium (the status page in a real browser). Debian packages.

@@ -71,7 +71,7 @@ def refuse_new_connections(handles: list[socket.socket]) -> None:
 def create_app(settings: Settings | None = None, name: str | None = None) -> Sanic:
     app = Sanic(
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
-        config=Config(defaults=TIMEOUT_DEFAULTS),
+        config=Config(defaults={**TIMEOUT_DEFAULTS}),
     )
     logs.start()
     # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
