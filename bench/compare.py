@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sanic_ota.example_release import build_app_image, build_cert_partition
+from sanic_ota.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "v1.0.0"
@@ -75,13 +76,13 @@ class Workspace:
 
     @property
     def env(self) -> dict[str, str]:
-        return dict(
-            os.environ,
-            SANIC_OTA_KEYS_FILE=str(self.root / "authorisation_keys.json"),
-            SANIC_OTA_PARTITIONS_DIR=str(self.partitions),
-            SANIC_OTA_MANIFESTS_DIR=str(self.root / "manifests"),
-            SANIC_OTA_SIGNING_KEY=str(self.root / "manifest_signing_key.pem"),
+        settings = Settings(
+            keys_file=self.root / "authorisation_keys.json",
+            partitions_dir=self.partitions,
+            manifests_dir=self.root / "manifests",
+            signing_key=self.root / "manifest_signing_key.pem",
         )
+        return dict(os.environ, **settings.to_environ())
 
 
 def make_workspace(root: Path) -> Workspace:

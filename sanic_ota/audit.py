@@ -1,7 +1,9 @@
 """The download audit log: one line per request, saying who got what and how it ended.
 
-Pure formatting; the web layer fills an ``AuditRecord`` per request and logs it
-through the ``sanic_ota.audit`` logger. Tokens never reach a record, only key names.
+Pure formatting; the web layer fills an ``AuditRecord`` per request and hands the
+formatted line to ``sanic_ota.logs.audit``, which writes it bare to stderr from the log
+writer thread (no logger, no prefix, so JSON lines stay parseable). Tokens never reach a
+record, only key names.
 """
 
 from __future__ import annotations

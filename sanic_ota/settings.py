@@ -1,11 +1,12 @@
 """Every setting, declared once, typed, with its default.
 
-Settings arrive through Sanic's ``SANIC_`` environment prefix (``SANIC_OTA_KEYS_FILE``
-and so on). The server and the tools both read them from the raw environment with
-``from_environ``: Sanic's copy in ``app.config`` has already turned values that look
-like numbers into numbers (a directory named ``007`` would become ``7``). Paths are
-relative to the working directory, as with the original server. Tests build
-``Settings(...)`` directly.
+Settings are ``SANIC_OTA_*`` environment variables (``SANIC_OTA_KEYS_FILE`` and so on).
+The server and the tools both read them from the raw environment with ``from_environ``;
+``to_environ`` gives them back, for a process started with the same settings. Sanic
+also copies every ``SANIC_*`` variable into ``app.config``, turning values that look
+like numbers into numbers (a directory named ``007`` would become ``7``), so nothing
+reads that copy. Paths are relative to the working directory, as with the original
+server. Tests build ``Settings(...)`` directly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from sanic_ota.audit import LOG_FORMATS
 from sanic_ota.errors import ConfigurationError
 
-#: Prefix of the keys this module reads from ``app.config`` (after Sanic strips ``SANIC_``).
+#: Prefix of the keys ``from_config`` reads: the variable names without ``SANIC_``.
 CONFIG_PREFIX = "OTA_"
 ENV_PREFIX = "SANIC_" + CONFIG_PREFIX
 
@@ -106,9 +107,22 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Read ``SANIC_OTA_*`` variables, for the tools that run without Sanic."""
+        """Read ``SANIC_OTA_*`` variables: how the server and the tools get their settings."""
         prefix_len = len("SANIC_")
         return cls.from_config({k[prefix_len:]: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
+
+    def to_environ(self) -> dict[str, str]:
+        """The ``SANIC_OTA_*`` variables that ``from_environ`` reads back as these settings.
+
+        One per field, so a server or tool started as another process gets every
+        setting (an unset optional path is left out, which reads back as unset).
+        """
+        environ = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                environ[ENV_PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return environ
 
 
 def _coerce(name: str, default: Any, value: Any) -> Any:
@@ -121,7 +135,7 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
             return default
         if isinstance(default, str):
             return str(value).strip().lower()
-        return Path(str(value))  # Sanic turns SANIC_OTA_PARTITIONS_DIR=2024 into an int
+        return Path(str(value))  # a number (as Sanic's app.config would hold 2024) is a path too
     except (TypeError, ValueError) as e:
         raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={value!r}: {e}") from e
 

@@ -54,18 +54,9 @@ def settings_for(workdir: Path, **overrides: object) -> Settings:
 
 
 def env_for(settings: Settings) -> dict[str, str]:
-    """The SANIC_OTA_* variables that give a server process these settings."""
+    """This environment without SANIC_* variables, plus every setting of ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANIC_")}
-    env.update(
-        SANIC_OTA_KEYS_FILE=str(settings.keys_file),
-        SANIC_OTA_PARTITIONS_DIR=str(settings.partitions_dir),
-        SANIC_OTA_MANIFESTS_DIR=str(settings.manifests_dir),
-        SANIC_OTA_SIGNING_KEY=str(settings.signing_key),
-        SANIC_OTA_SIGN_MANIFESTS=str(settings.sign_manifests).lower(),
-        SANIC_OTA_QUIET_SECONDS=str(settings.quiet_seconds),
-    )
-    if settings.public_key is not None:
-        env["SANIC_OTA_PUBLIC_KEY"] = str(settings.public_key)
+    env.update(settings.to_environ())
     return env
 
 

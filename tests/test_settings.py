@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import env_for
 
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.settings import Settings, describe
@@ -95,6 +96,25 @@ def test_from_environ_reads_only_sanic_ota_variables() -> None:
     assert s.sign_manifests is False
     assert s.partitions_dir == Path("partitions")
     assert s.manifests_dir == Path("manifests")
+
+
+#: Every field away from its default, so each one has to make the trip.
+CHANGED = Settings(
+    keys_file=Path("/k/keys.json"), partitions_dir=Path("007"), manifests_dir=Path("/m"),
+    signing_key=Path("s.pem"), public_key=Path("p.pem"), sign_manifests=False, quiet_seconds=0.25,
+    cache_bytes=1234, stats_file=Path("/s.db"), log_format="json",
+)
+
+
+def test_to_environ_reads_back_as_the_same_settings() -> None:
+    assert all(getattr(CHANGED, f.name) != f.default for f in dataclasses.fields(Settings)), "add the new field"
+    assert Settings.from_environ(CHANGED.to_environ()) == CHANGED
+    assert Settings.from_environ(Settings().to_environ()) == Settings()
+    assert "SANIC_OTA_PUBLIC_KEY" not in Settings().to_environ()  # unset stays unset
+
+
+def test_a_server_process_gets_every_setting_from_env_for() -> None:
+    assert Settings.from_environ(env_for(CHANGED)) == CHANGED
 
 
 def test_describe_lists_every_field_with_its_default_and_meaning() -> None:
