@@ -36,7 +36,15 @@ lint: install
 SYSTEM_TOOLS := openssl:openssl jq:jq xxd:xxd chromium:chromium
 
 system-tools:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; 	if [ -n "$$missing" ]; then 	  echo "installing from Debian:$$missing"; 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 	  || { echo "make test needs:$$missing (apt-get install them as root)"; exit 1; }; 	fi
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "make test needs:$$missing (apt-get install them as root)"; exit 1; }; \
+	fi
 
 test: lint system-tools
 	@$(BIN)/python -m pytest; rc=$$?; \
