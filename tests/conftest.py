@@ -79,6 +79,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         SANIC_OTA_SIGNING_KEY=str(settings.signing_key),
         SANIC_OTA_SIGN_MANIFESTS=str(settings.sign_manifests).lower(),
         SANIC_OTA_QUIET_SECONDS=str(settings.quiet_seconds),
+        SANIC_OTA_RESCAN_SECONDS=str(settings.rescan_seconds),
     )
     if settings.public_key is not None:
         env["SANIC_OTA_PUBLIC_KEY"] = str(settings.public_key)
