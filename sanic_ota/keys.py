@@ -3,6 +3,11 @@
 The file is the original format, a JSON list of ``{"Name": ..., "Token": ...}``
 objects. Entries may carry more fields (``"Role"``, notes); they are kept as they
 are when the file is rewritten, so an upgrade never drops what an operator wrote.
+
+While the server runs, ``reload`` applies the file's rules: a file that disappears
+revokes every device key, one that cannot be read or parsed changes nothing, and one
+that group or others can read may only take keys away. It says which case applied in
+a ``KeysFileStatus``, for the log, ``/status`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +28,10 @@ from sanic_ota.files import write_atomic
 
 #: ESP-AT firmware is configured with a 40-hex-character token by default.
 TOKEN_BYTES = 20
+#: ``"Role"`` of keys that may open ``/status`` and ``/metrics``.
+ADMIN_ROLE = "admin"
+#: Why a keys file on disk is not (fully) applied: a small fixed set, used as a metrics label.
+PROBLEMS = ("missing", "unreadable", "invalid", "open_to_others")
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,7 @@ def parse_keys(text: str, source: str = "keys file") -> list[Key]:
         return []
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # also a 5,000-digit number or nesting too deep
         raise KeysFileError(f"{source} is not valid JSON: {e}") from e
     if not isinstance(data, list):
         raise KeysFileError(f"{source} must hold a JSON list, found {type(data).__name__}")
@@ -118,24 +129,105 @@ class Keyring:
     Lookup goes through the SHA-256 of the token, so the time it takes says nothing
     about how many leading characters of a guess were right; the final comparison is
     ``hmac.compare_digest`` as well.
+
+    ``admin_pages_only`` are admin keys kept after the keys file disappeared: they
+    open ``/status`` and ``/metrics`` (which say why nothing else works), nothing else.
     """
 
-    def __init__(self, keys: Iterable[Key]) -> None:
+    def __init__(self, keys: Iterable[Key], admin_pages_only: Iterable[Key] = ()) -> None:
         self.keys = list(keys)
+        self.admin_pages_only = list(admin_pages_only)
         self._by_digest = {_digest(k.token): k for k in self.keys}
+        self._pages_only = {_digest(k.token): k for k in self.admin_pages_only}
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def find(self, token: str) -> Key | None:
-        key = self._by_digest.get(_digest(token))
-        if key is not None and hmac.compare_digest(_digest(key.token), _digest(token)):
+    def find(self, token: str, admin_page: bool = False) -> Key | None:
+        """The key with ``token``; ``admin_page``: the request is for /status or /metrics."""
+        digest = _digest(token)
+        key = self._by_digest.get(digest)
+        if key is None and admin_page:
+            key = self._pages_only.get(digest)
+        if key is not None and hmac.compare_digest(_digest(key.token), digest):
             return key
         return None
 
     def find_named(self, name: str, token: str) -> Key | None:
-        """For HTTP Basic: the key only if both its name and token match."""
-        key = self.find(token)
+        """For HTTP Basic (admin pages only): the key only if both its name and token match."""
+        key = self.find(token, admin_page=True)
         if key is not None and hmac.compare_digest(key.name.encode(), name.encode()):
             return key
         return None
+
+
+@dataclass(frozen=True)
+class KeysFileStatus:
+    """Whether the keys file on disk is applied in full, and if not, why (for log, /status, /metrics)."""
+
+    problem: str | None = None  # one of PROBLEMS
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def removals_only(previous: Keyring, found: Iterable[Key]) -> Keyring:
+    """What a keys file that others can read may do: take keys away, never add one.
+
+    A key stays only if the file still has its name with the same token; a changed
+    token is a removal of the old one, and the new one is not trusted. A key that the
+    file would make an admin keeps its previous role; one it makes a device loses admin.
+    """
+    present = {(k.name, k.token): k for k in found}
+
+    def kept(keys: list[Key]) -> list[Key]:
+        result = []
+        for old in keys:
+            new = present.get((old.name, old.token))
+            if new is not None:
+                promoted = new.role == ADMIN_ROLE and old.role != ADMIN_ROLE
+                result.append(old if promoted else new)
+        return result
+
+    return Keyring(kept(previous.keys), kept(previous.admin_pages_only))
+
+
+def reload(previous: Keyring, path: Path) -> tuple[Keyring, KeysFileStatus]:
+    """The keys to use after ``path`` changed, and whether the file is applied in full.
+
+    Fail closed: a missing file revokes every device key (admin keys keep only the
+    admin pages, so an operator can see why). A file that cannot be read or is not
+    valid changes nothing: half an edit must not lock every module out. A file that
+    group or others can read is not trusted to add a key, but its removals apply at
+    once, so a revocation never waits for a chmod.
+    """
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            data = handle.read()
+    except FileNotFoundError:
+        admins = [k for k in previous.keys + previous.admin_pages_only if k.role == ADMIN_ROLE]
+        return Keyring([], admins), KeysFileStatus(
+            "missing", f"keys file {path} is missing: every device key is refused until it is back"
+        )
+    except OSError as e:
+        return previous, KeysFileStatus(
+            "unreadable", f"cannot read keys file {path} ({e.strerror}): the previous keys stay in force"
+        )
+    try:
+        keys = parse_keys(data.decode("utf-8"), str(path))
+    except UnicodeDecodeError:
+        return previous, KeysFileStatus(
+            "invalid", f"keys file {path} is not UTF-8 text: the previous keys stay in force"
+        )
+    except KeysFileError as e:
+        return previous, KeysFileStatus("invalid", f"{e.message}: the previous keys stay in force")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return removals_only(previous, keys), KeysFileStatus(
+            "open_to_others",
+            f"keys file {path} is readable by group or others: only removed keys are applied, "
+            f"no key is added or changed until you run: chmod 600 {path}",
+        )
+    return Keyring(keys), KeysFileStatus()

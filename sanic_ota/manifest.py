@@ -142,12 +142,17 @@ def verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
     Checks, in order: JSON shape, our signature over the canonical ``signed`` bytes
     (so whitespace or key order may change, values may not), the schema, and that
     it names the release it was found for (a manifest copied over another release's
-    fails here).
+    fails here). Input that Python's JSON refuses outright (a 5,000-digit number,
+    nesting deeper than the recursion limit) is a ``ManifestError`` like any other.
     """
     try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return _verify(data, verifier, expected_version)
+    except (ValueError, RecursionError) as e:
         raise ManifestError(f"manifest is not valid JSON: {e}") from e
+
+
+def _verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
+    document = json.loads(data)
     if not isinstance(document, dict) or "signed" not in document:
         raise ManifestError('manifest must be an object with "signed" and "signatures"')
     verifier.verify(document["signed"], document.get("signatures"))

@@ -112,6 +112,9 @@ class Indexer:
         self.latest_file = settings.latest_file
         self.verifier = verifier
         self.signer = signer
+        #: releases whose last failure was an OSError (full disk, I/O error): the watcher
+        #: retries them on a timer; other failures wait for the files to change
+        self.transient: set[str] = set()
 
     # -- whole index -------------------------------------------------------------
 
@@ -138,6 +141,11 @@ class Indexer:
                 problems[version] = e.message if isinstance(e, OtaError) else f"{e.strerror}: {e.filename}"
                 self.events("failed", version)
                 logger.error("release %s is NOT served: %s", version, problems[version])
+                if isinstance(e, OSError) or isinstance(e.__cause__, OSError):
+                    self.transient.add(version)
+            else:
+                self.transient.discard(version)
+        self.transient &= on_disk
         return Index(releases=releases, problems=problems, pinned=self.read_pin())
 
     def read_pin(self) -> str | None:

@@ -59,6 +59,11 @@ class Settings:
         default=1.0,
         metadata=_doc("How long a release must be unchanged before it is re-indexed."),
     )
+    rescan_seconds: float = field(
+        default=10.0,
+        metadata=_doc("How often a stat-only re-scan catches what file events missed "
+                      "(a replaced or re-linked partitions/, a lost watch)."),
+    )
     cache_bytes: int = field(
         default=512 * 1024 * 1024,
         metadata=_doc("Memory kept for verified images; larger files are re-read per request."),
@@ -77,6 +82,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if not self.rescan_seconds > 0:  # 0 would re-scan on every tick of the watcher
+            raise ConfigurationError(f"{ENV_PREFIX}RESCAN_SECONDS must be more than 0")
 
     @property
     def public_key_path(self) -> Path:

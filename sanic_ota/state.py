@@ -3,7 +3,12 @@
 ``open_state`` is what start-up does: load the keys, get the signing or verifying
 key, and index every release once, so that the first request already sees every
 valid release. The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
-in a new ``index`` or ``keyring`` whole when files change.
+in a new ``index`` or ``keyring`` whole when files change, and records in
+``keys_file`` whether the keys file on disk is applied in full.
+
+At start the keys file must be there, valid and private (0600): the server refuses
+to start otherwise, as it always has. The softer rules for a keys file that goes
+bad while the server runs are ``keys.reload``'s.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sanic_ota.changes import Snapshot, layout_of, snapshot
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import locked, open_to_others, write_atomic
-from sanic_ota.keys import Keyring, load_keys
+from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
 from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.releases import LOCK_FILE, EventHook, Index, Indexer
 from sanic_ota.settings import Settings
@@ -35,6 +41,10 @@ class State:
     files: VerifiedFiles
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     stats: Stats = field(default_factory=Stats)  # in memory only unless given a file
+    keys_file: KeysFileStatus = field(default_factory=KeysFileStatus)
+    #: stat signatures taken just before the first index, so the watcher's first
+    #: re-scan catches a change made while the server was starting
+    seen: Snapshot = field(default_factory=dict)
 
 
 def require_private(path: Path, what: str) -> None:
@@ -78,6 +88,7 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
     indexer = Indexer(settings, verifier, signer, events)
+    seen = snapshot(layout_of(settings))
     index = indexer.build()
     logger.info(
         "serving %d release(s) %s; %d key(s); manifests %s",
@@ -87,4 +98,4 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         "signed here" if signer else "verified (offline signing)",
     )
     files = VerifiedFiles(settings.cache_bytes, SERVER_RECHECK_SECONDS)
-    return State(settings, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path))
+    return State(settings, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path), seen=seen)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sanic_ota.changes import Layout, Plan, is_temporary, plan
+from sanic_ota.changes import Layout, Plan, diff, is_temporary, merge, plan, snapshot
 
 ROOT = Path("/srv/ota")
 LAYOUT = Layout(
@@ -88,3 +88,77 @@ def test_plan_union_and_truthiness() -> None:
 
 def test_layout_latest_file() -> None:
     assert LAYOUT.latest_file == ROOT / "partitions" / "LATEST"
+
+
+def _disk(tmp_path: Path, offline: bool = False) -> Layout:
+    for version in ("v1", "v2"):
+        (tmp_path / "partitions" / version).mkdir(parents=True)
+        (tmp_path / "partitions" / version / "ota.bin").write_bytes(b"\xe9" * 10)
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "v1.json").write_text("{}")
+    (tmp_path / "keys.json").write_text("[]")
+    return Layout(tmp_path / "partitions", tmp_path / "manifests", tmp_path / "keys.json", watch_manifests=offline)
+
+
+def test_an_unchanged_disk_needs_nothing(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    assert not diff(snapshot(layout), snapshot(layout))
+
+
+def test_the_snapshot_sees_what_events_would(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    before = snapshot(layout)
+    (tmp_path / "partitions" / "v1" / "ota.bin").write_bytes(b"\xe9" * 11)  # changed
+    (tmp_path / "partitions" / "v3").mkdir()  # added
+    (tmp_path / "partitions" / "v2" / "ota.bin").unlink()  # a file removed
+    (tmp_path / "partitions" / "LATEST").write_text("v1")
+    (tmp_path / "keys.json").chmod(0o600)  # a mode change is a change
+    assert diff(before, snapshot(layout)) == Plan(frozenset({"v1", "v2", "v3"}), keys=True, pin=True)
+
+
+def test_copies_in_progress_and_other_files_are_not_changes(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    before = snapshot(layout)
+    (tmp_path / "partitions" / "v1" / ".ota.bin.Xy12ab").write_bytes(b"half")  # rsync's temporary
+    (tmp_path / "partitions" / ".v9.tmp").mkdir()
+    (tmp_path / "partitions" / "notes.txt").write_text("not a release")
+    (tmp_path / "manifests" / "v2.json").write_text("{}")  # manifests are written here, not followed
+    assert not diff(before, snapshot(layout))
+
+
+def test_a_replaced_partitions_directory_changes_every_release(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    before = snapshot(layout)
+    (tmp_path / "partitions").rename(tmp_path / "old")
+    (tmp_path / "partitions" / "v1").mkdir(parents=True)  # same name, another directory
+    (tmp_path / "partitions" / "v1" / "ota.bin").write_bytes(b"\xe9" * 10)
+    assert diff(before, snapshot(layout)) == Plan(frozenset({"v1", "v2"}))
+
+
+def test_a_re_pointed_symlink_is_a_change(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "ota.bin").write_bytes(b"\xe9" * 10)
+    (tmp_path / "partitions" / "v3").symlink_to(tmp_path / "partitions" / "v1")
+    before = snapshot(layout)
+    (tmp_path / "partitions" / "v3").unlink()
+    (tmp_path / "partitions" / "v3").symlink_to(tmp_path / "elsewhere")
+    assert diff(before, snapshot(layout)) == Plan(frozenset({"v3"}))
+
+
+def test_offline_manifests_are_followed_even_when_their_directory_comes_late(tmp_path: Path) -> None:
+    layout = _disk(tmp_path, offline=True)
+    (tmp_path / "manifests").rename(tmp_path / "manifests.away")
+    before = snapshot(layout)
+    (tmp_path / "manifests.away").rename(tmp_path / "manifests")
+    assert diff(before, snapshot(layout)) == Plan(frozenset({"v1"}))
+
+
+def test_a_partial_snapshot_records_only_what_it_names(tmp_path: Path) -> None:
+    layout = _disk(tmp_path)
+    seen = snapshot(layout)
+    (tmp_path / "partitions" / "v1" / "ota.bin").write_bytes(b"\xe9" * 12)
+    (tmp_path / "partitions" / "v2" / "ota.bin").write_bytes(b"\xe9" * 12)
+    (tmp_path / "keys.json").unlink()
+    merge(seen, snapshot(layout, Plan(frozenset({"v1"}), keys=True)))
+    assert diff(seen, snapshot(layout)) == Plan(frozenset({"v2"}))

@@ -14,7 +14,18 @@ import pytest
 from conftest import OTHER_TOKEN, TOKEN
 
 from sanic_ota.errors import KeysFileError
-from sanic_ota.keys import Key, Keyring, dump_keys, load_keys, new_token, parse_keys, save_keys, with_key
+from sanic_ota.keys import (
+    Key,
+    Keyring,
+    dump_keys,
+    load_keys,
+    new_token,
+    parse_keys,
+    reload,
+    removals_only,
+    save_keys,
+    with_key,
+)
 
 #: The original server's file, as operators have it today (no extra fields).
 ORIGINAL = f"""[
@@ -189,3 +200,80 @@ def test_a_bad_entry_names_the_file(tmp_path: Path) -> None:
     path.write_text('[{"Name": "a"}]')
     with pytest.raises(KeysFileError, match=rf"^{re.escape(str(path))}: entry 0"):
         load_keys(path)
+
+
+@pytest.mark.parametrize("text", ['[{"Name": "a", "Token": "b", "n": ' + "9" * 5000 + "}]",
+                                  "[" * 100_000 + "]" * 100_000], ids=["5000-digit number", "deep nesting"])
+def test_json_python_refuses_is_a_keys_file_error(text: str) -> None:
+    with pytest.raises(KeysFileError, match="not valid JSON"):
+        parse_keys(text)
+
+
+ADMIN = "ad" * 20
+NEW = "ee" * 20
+
+
+def _ring() -> Keyring:
+    return Keyring([Key("device-1", TOKEN), Key("device-2", OTHER_TOKEN), Key("ops", ADMIN, {"Role": "admin"})])
+
+
+def test_reload_of_a_good_private_file_applies_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    save_keys(path, [Key("device-1", TOKEN), Key("new", NEW)])
+    ring, status = reload(_ring(), path)
+    assert status.ok and status.problem is None
+    assert ring.find(NEW) and ring.find(TOKEN) and not ring.find(OTHER_TOKEN) and not ring.find(ADMIN)
+
+
+def test_reload_of_a_missing_file_revokes_every_device_key(tmp_path: Path) -> None:
+    ring, status = reload(_ring(), tmp_path / "gone.json")
+    assert status.problem == "missing" and "gone.json" in status.message
+    assert len(ring) == 0 and ring.find(TOKEN) is None and ring.find(ADMIN) is None
+    # admin keys open only the admin pages, which say why nothing else works
+    assert ring.find(ADMIN, admin_page=True).name == "ops" and ring.find_named("ops", ADMIN)
+    assert ring.find(TOKEN, admin_page=True) is None
+    again, _ = reload(ring, tmp_path / "gone.json")
+    assert again.find(ADMIN, admin_page=True) and again.find(ADMIN) is None
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"[{", "invalid"),
+    (b'[{"Name": "a"}]', "invalid"),
+    (b'[{"Name": "a", "Token": "b", "n": ' + b"9" * 5000 + b"}]", "invalid"),
+    (b"[" * 100_000, "invalid"),
+    (b'[{"Name": "\xff"}]', "invalid"),  # not UTF-8
+    (None, "unreadable"),  # a directory where the file should be
+])
+def test_reload_of_a_bad_file_keeps_the_previous_keys(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "keys.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+        path.chmod(0o600)
+    previous = _ring()
+    ring, status = reload(previous, path)
+    assert ring is previous
+    assert status.problem == problem and "previous keys stay" in status.message
+    assert TOKEN not in status.message and "9999" not in status.message
+
+
+def test_reload_of_a_file_open_to_others_applies_only_removals(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    save_keys(path, [Key("device-1", NEW),  # a changed token: the old one goes, the new one is not trusted
+                     Key("ops", ADMIN, {"Role": "admin"}), Key("added", "ab" * 20)])  # device-2 removed
+    path.chmod(0o644)
+    ring, status = reload(_ring(), path)
+    assert status.problem == "open_to_others" and f"chmod 600 {path}" in status.message
+    assert [k.name for k in ring.keys] == ["ops"]
+    assert not ring.find(TOKEN) and not ring.find(NEW) and not ring.find(OTHER_TOKEN) and not ring.find("ab" * 20)
+    path.chmod(0o600)
+    ring, status = reload(ring, path)
+    assert status.ok and {k.name for k in ring.keys} == {"device-1", "ops", "added"}
+
+
+def test_an_untrusted_file_may_take_admin_away_but_never_grant_it() -> None:
+    previous = Keyring([Key("dev", TOKEN), Key("ops", ADMIN, {"Role": "admin"})])
+    found = [Key("dev", TOKEN, {"Role": "admin"}), Key("ops", ADMIN, {"Note": "now a device"})]
+    ring = removals_only(previous, found)
+    assert ring.find(TOKEN).role == "device" and ring.find(ADMIN).role == "device"

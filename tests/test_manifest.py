@@ -100,6 +100,20 @@ def test_documents_that_are_not_manifests(signer: Signer, data: bytes, message: 
         manifests.verify(data, signer.verifier, VERSION)
 
 
+#: What Python's own JSON refuses outright: once a ValueError or RecursionError that
+#: killed the watcher and stopped the next start.
+HOSTILE_JSON = [
+    ('{"signed": {"serial": ' + "9" * 5000 + "}}", "not valid JSON.*digits"),
+    ('{"signed": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON.*recursion"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), HOSTILE_JSON, ids=["5000-digit number", "deep nesting"])
+def test_json_python_refuses_is_a_manifest_error(signer: Signer, text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        manifests.verify(text.encode(), signer.verifier, VERSION)
+
+
 def test_missing_signatures_fail(signer: Signer) -> None:
     document = _document(signer)
     del document["signatures"]

@@ -73,6 +73,12 @@ def test_bad_values_name_the_variable(key: str, value: str) -> None:
         Settings.from_config({key: value})
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_re_scan_period_must_be_positive(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="SANIC_OTA_RESCAN_SECONDS must be more than 0"):
+        Settings.from_config({"OTA_RESCAN_SECONDS": value})
+
+
 def test_path_settings_that_sanic_turned_into_numbers_stay_paths() -> None:
     # Sanic converts SANIC_* values that look like numbers before they reach
     # app.config: SANIC_OTA_PARTITIONS_DIR=2024 arrives as the int 2024. A

@@ -81,3 +81,14 @@ def test_offline_start_without_manifests_serves_nothing_but_starts(settings: Set
     state = open_state(dataclasses.replace(settings, sign_manifests=False, public_key=tmp_path / "pub.pem"))
     assert not state.index.releases
     assert "no manifest" in state.index.problems[VERSION]
+
+
+@pytest.mark.parametrize("text", ['{"signed": {"serial": ' + "9" * 5000 + "}}", "[" * 100_000 + "]" * 100_000],
+                         ids=["5000-digit number", "deep nesting"])
+def test_a_manifest_python_cannot_parse_does_not_stop_the_start(settings: Settings, text: str) -> None:
+    open_state(settings)
+    manifest = settings.manifests_dir / f"{VERSION}.json"
+    manifest.write_text(text)
+    assert open_state(dataclasses.replace(settings, sign_manifests=False)).index.problems[VERSION]
+    assert open_state(settings).index.versions() == [VERSION]  # signing here: signed anew
+    assert manifest.read_text() != text

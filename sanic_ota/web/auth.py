@@ -13,13 +13,12 @@ import logging
 from sanic import Request
 
 from sanic_ota.errors import Forbidden, OtaError, TooManyRequests, Unauthorized
-from sanic_ota.keys import Key, Keyring
+from sanic_ota.keys import ADMIN_ROLE, Key, Keyring
 from sanic_ota.ratelimit import FailureLimiter
 
 logger = logging.getLogger("sanic_ota.auth")
 
 SCHEME = "token"
-ADMIN_ROLE = "admin"
 #: Sent with 401 on admin pages so browsers and Prometheus offer Basic auth.
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="sanic_ota", charset="UTF-8"'}
 
@@ -44,7 +43,7 @@ def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
     """The key named by the header; the scheme is matched case-insensitively (RFC 9110)."""
     scheme, _, credentials = _header(request).partition(" ")
     if scheme.lower() == SCHEME:
-        key = keyring.find(_token(credentials))
+        key = keyring.find(_token(credentials), admin_page=basic)  # basic: only admin pages allow it
     elif basic and scheme.lower() == "basic":
         try:
             name, sep, token = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")

@@ -17,6 +17,7 @@ import tempfile
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 
 from sanic_ota.audit import AuditRecord
+from sanic_ota.keys import PROBLEMS, KeysFileStatus
 from sanic_ota.releases import Index
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,6 +34,11 @@ REQUESTS = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind"
 MANIFEST_BUILDS = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.", ["result"])
 RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", multiprocess_mode="max")
 BROKEN = Gauge("sanic_ota_releases_broken", "Releases present but not servable.", multiprocess_mode="max")
+# "live": a worker that exited takes its view of the keys file with it
+KEYS_FILE_OK = Gauge("sanic_ota_keys_file_ok", "1 if the keys file on disk is applied in full (in every worker).",
+                     multiprocess_mode="livemin")
+KEYS_FILE_PROBLEM = Gauge("sanic_ota_keys_file_problem", "1 for the reason the keys file is not (fully) applied.",
+                          ["reason"], multiprocess_mode="livemax")
 
 
 def observe(record: AuditRecord, auth_failure: str | None) -> None:
@@ -57,6 +63,13 @@ def releases(index: Index) -> None:
     """Called with every new index: releases served, and present but refused."""
     RELEASES.set(len(index.releases))
     BROKEN.set(len(index.problems))
+
+
+def keys_file(status: KeysFileStatus) -> None:
+    """Called at start and after every reload of the keys file."""
+    KEYS_FILE_OK.set(1 if status.ok else 0)
+    for reason in PROBLEMS:
+        KEYS_FILE_PROBLEM.labels(reason).set(1 if status.problem == reason else 0)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -100,8 +100,9 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     async def start(app: Sanic) -> None:
         state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
         app.ctx.state = state
-        app.ctx.watcher = Watcher(state, on_index=metrics.releases)
+        app.ctx.watcher = Watcher(state, on_index=metrics.releases, on_keys=metrics.keys_file)
         metrics.releases(state.index)
+        metrics.keys_file(state.keys_file)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)

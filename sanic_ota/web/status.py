@@ -17,6 +17,7 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import html
 
 from sanic_ota.errors import OtaError
+from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
 from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
@@ -53,7 +54,8 @@ async def status_page(request: Request) -> HTTPResponse:
     state = request.app.ctx.state
     audit.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
-    return html(render_status(state.index, state.verifier.keyid, snapshot, utc_now()), headers=HEADERS)
+    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file)
+    return html(page, headers=HEADERS)
 
 
 def failure_reason(request: Request, kind: str) -> str | None:
@@ -68,12 +70,16 @@ def failure_reason(request: Request, kind: str) -> str | None:
     return reason
 
 
-def render_status(index: Index, keyid: str, snapshot: Snapshot, generated: str) -> str:
-    """The whole page: what plain AT+CIUPDATE gets, downloads, releases, failures."""
+def render_status(
+    index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None
+) -> str:
+    """The whole page: the keys file if it is not applied, what plain AT+CIUPDATE gets,
+    downloads, releases, failures."""
     parts = [
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>sanic_ota status</title>"
         f"<style>{CSS}</style></head><body><h1>sanic_ota status</h1>",
         f"<p class=muted>Generated {escape(generated)}. Manifest signing key <code>{escape(keyid)}</code>.</p>",
+        _keys_file(keys_file or KeysFileStatus()),
         _latest(index),
         _downloads(index, snapshot),
     ]
@@ -86,6 +92,13 @@ def render_status(index: Index, keyid: str, snapshot: Snapshot, generated: str) 
     parts.append(_failures(snapshot.failures))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _keys_file(status: KeysFileStatus) -> str:
+    if status.ok:
+        return "<p id=keys-file>Keys file: <span class=ok>applied</span></p>"
+    return (f"<p id=keys-file>Keys file: <span class=bad>NOT (fully) applied ({escape(status.problem or '')}): "
+            f"{escape(status.message)}</span></p>")
 
 
 def _latest(index: Index) -> str:

@@ -17,7 +17,7 @@ from esp_client import ModuleError, download
 from sanic import Sanic
 from server_process import ServerProcess
 
-from sanic_ota.keys import Key, load_keys, save_keys
+from sanic_ota.keys import Key, KeysFileStatus, load_keys, save_keys
 from sanic_ota.manifest import FileEntry, Manifest
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
@@ -74,6 +74,15 @@ def test_render_says_why_plain_ciupdate_gets_nothing() -> None:
     page = render_status(index, KEYID, Snapshot(HOUR), "now")
     assert "gets: <span class=bad>nothing (LATEST pins release v9, which is not servable" in page
     assert "None recorded." in page
+
+
+def test_render_says_loudly_when_the_keys_file_is_not_applied() -> None:
+    index = Index(releases={"v1": release("v1")})
+    assert "Keys file: <span class=ok>applied</span>" in render_status(index, KEYID, Snapshot(HOUR), "now")
+    status = KeysFileStatus("open_to_others", "keys file /k<x>.json is readable by group or others")
+    page = render_status(index, KEYID, Snapshot(HOUR), "now", status)
+    assert "<span class=bad>NOT (fully) applied (open_to_others): keys file /k&lt;x&gt;.json is readable" in page
+    assert page.index("id=keys-file") < page.index("AT+CIUPDATE")  # at the top
 
 
 @pytest.fixture
