@@ -35,17 +35,35 @@ RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", mult
 BROKEN = Gauge("sanic_ota_releases_broken", "Releases present but not servable.", multiprocess_mode="max")
 
 
+#: The label value for every version or file that is not a release on disk.
+OTHER = "other"
+
+#: The index that decides which names are label values; replaced by ``releases``.
+_index = Index()
+
+
+def download_labels(index: Index, version: str | None, file: str | None) -> tuple[str, str]:
+    """(version, file) labels: names of releases present on disk, anything else ``other``.
+
+    A request names whatever the client likes, so only names the operator put on
+    disk get their own series: the versions served or refused, and the files of
+    a served release. A refused release has no trusted file list; its files are
+    ``other``. This keeps ``/metrics`` as small as the release directory.
+    """
+    if version is None or (version not in index.releases and version not in index.problems):
+        return OTHER, OTHER
+    release = index.releases.get(version)
+    return version, file if release is not None and file in release.manifest.files else OTHER
+
+
 def observe(record: AuditRecord, auth_failure: str | None) -> None:
     REQUESTS.labels(record.kind, str(record.status)).inc()
     if auth_failure:
         AUTH_FAILURES.labels(auth_failure).inc()
     if record.kind == "download":
-        # Only files that exist get their own series: a 4xx names whatever the client
-        # asked for, and one series per made-up name would grow without bound.
-        known = record.file is not None and not 400 <= record.status < 500
-        version, file = (record.version or "", record.file or "") if known else ("", "")
+        version, file = download_labels(_index, record.version, record.file)
         DOWNLOADS.labels(version, file, record.outcome).inc()
-        if record.bytes:
+        if record.status == 200 and record.bytes:  # image bytes; an error's JSON body is not
             BYTES.labels(version, file).inc(record.bytes)
 
 
@@ -55,6 +73,8 @@ def manifest_event(result: str, version: str) -> None:
 
 def releases(index: Index) -> None:
     """Called with every new index: releases served, and present but refused."""
+    global _index
+    _index = index
     RELEASES.set(len(index.releases))
     BROKEN.set(len(index.problems))
 
