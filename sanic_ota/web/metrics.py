@@ -29,6 +29,9 @@ DOWNLOADS = Counter(
 BYTES = Counter("sanic_ota_bytes_served", "Image bytes handed to clients.", ["version", "file"])
 IN_FLIGHT = Gauge("sanic_ota_downloads_in_flight", "Downloads being sent now.", multiprocess_mode="livesum")
 AUTH_FAILURES = Counter("sanic_ota_auth_failures", "Failed authentications by reason.", ["reason"])
+CONNECTIONS_CLOSED = Counter(
+    "sanic_ota_connections_closed", "Connections closed early: header_timeout, unauthenticated_cap.", ["reason"],
+)
 REQUESTS = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind", "status"])
 MANIFEST_BUILDS = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.", ["result"])
 RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", multiprocess_mode="max")
