@@ -21,7 +21,7 @@ from sanic_ota.web.connections import GuardedProtocol
 
 
 class OtaSanic(Sanic):
-    """Sanic that serves with ``GuardedProtocol`` and ignores SIGHUP.
+    """Sanic that serves with ``GuardedProtocol``, bounds TLS handshakes, ignores SIGHUP.
 
     ``sanic sanic_ota.app``, ``app.run`` and the test client all call ``prepare``
     in the main process before any other process starts: the protocol class
@@ -34,3 +34,9 @@ class OtaSanic(Sanic):
     def prepare(self, *args: Any, protocol: type[asyncio.Protocol] | None = None, **kwargs: Any) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         super().prepare(*args, protocol=protocol or GuardedProtocol, **kwargs)
+        server = self.state.server_info[-1].settings
+        if server.get("ssl") is not None:
+            # The TLS handshake comes before the protocol sees the connection, so
+            # neither the cap nor the header deadline applies to it: give it the
+            # header deadline instead of asyncio's 60 s.
+            server["asyncio_server_kwargs"] = {"ssl_handshake_timeout": self.ctx.settings.header_timeout}
