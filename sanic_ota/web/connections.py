@@ -129,11 +129,14 @@ class GuardedProtocol(HttpProtocol):
         if self._refused:
             return  # never set up: Sanic has nothing to clean up
         self.header_finished()
-        self.authenticated()
+        self._uncount()
         super().connection_lost(exc)
 
     def authenticated(self) -> None:
         """A request on this connection passed authentication: it leaves the cap's count."""
+        self._uncount()
+
+    def _uncount(self) -> None:
         if self._address is not None:
             self._slots.give_back(self._address)
             self._address = None
