@@ -12,6 +12,7 @@ server. Tests build ``Settings(...)`` directly.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,16 @@ class Settings:
         metadata=_doc("SQLite file of download counts and recent failures for /status, shared by workers; "
                       "default: manifests/.stats.sqlite3."),
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds a request's headers may take from their first byte; slower ones get 408 "
+                      "and the connection is closed, however steadily bytes trickle in."),
+    )
+    max_unauthenticated_connections: int = field(
+        default=256,
+        metadata=_doc("Connections one client address may hold open per worker before a request on "
+                      "them passed authentication; more are closed at once. 0: no cap."),
+    )
 
     log_format: str = field(
         default="text",
@@ -84,6 +95,10 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if not self.rescan_seconds > 0:  # 0 would re-scan on every tick of the watcher
             raise ConfigurationError(f"{ENV_PREFIX}RESCAN_SECONDS must be more than 0")
+        if not 0 < self.header_timeout < math.inf:  # also NaN
+            raise ConfigurationError(f"{ENV_PREFIX}HEADER_TIMEOUT must be a positive number of seconds")
+        if self.max_unauthenticated_connections < 0:
+            raise ConfigurationError(f"{ENV_PREFIX}MAX_UNAUTHENTICATED_CONNECTIONS must be 0 (no cap) or more")
 
     @property
     def public_key_path(self) -> Path:

@@ -154,6 +154,16 @@ def test_stop_waits_longer_than_sanic_graceful_shutdown() -> None:
     assert seconds(one("TimeoutStopSec")) > graceful
 
 
+def test_unit_raises_the_open_files_limit_far_above_the_default() -> None:
+    """At 1024 open files, a thousand trickling connections took the server down."""
+    assert int(one("LimitNOFILE")) >= 65536
+
+
+def test_unit_offers_no_reload_because_sighup_is_ignored() -> None:
+    assert "ExecReload" not in SERVICE
+    assert "SIGHUP" in UNIT_TEXT and "ignored" in UNIT_TEXT
+
+
 def test_unit_is_enabled_at_boot() -> None:
     assert parse_unit(UNIT_TEXT)["Install"]["WantedBy"] == ["multi-user.target"]
 

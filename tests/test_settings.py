@@ -155,3 +155,12 @@ def test_path_settings_survive_sanics_environment_conversion(monkeypatch: pytest
     monkeypatch.setenv("SANIC_OTA_PARTITIONS_DIR", name)
     app = create_app(name=f"settings_conversion_{name.replace('.', '_')}")
     assert app.ctx.settings.partitions_dir == Path(name)
+
+
+def test_connection_limits_from_config_and_their_bounds() -> None:
+    s = Settings.from_config({"OTA_HEADER_TIMEOUT": "2.5", "OTA_MAX_UNAUTHENTICATED_CONNECTIONS": "0"})
+    assert s.header_timeout == 2.5 and s.max_unauthenticated_connections == 0  # 0: no cap
+    for bad in ({"OTA_HEADER_TIMEOUT": "0"}, {"OTA_HEADER_TIMEOUT": "nan"}, {"OTA_HEADER_TIMEOUT": "inf"},
+                {"OTA_MAX_UNAUTHENTICATED_CONNECTIONS": "-1"}):
+        with pytest.raises(ConfigurationError):
+            Settings.from_config(bad)

@@ -15,6 +15,7 @@ from sanic import Request
 from sanic_ota.errors import Forbidden, OtaError, TooManyRequests, Unauthorized
 from sanic_ota.keys import ADMIN_ROLE, Key, Keyring
 from sanic_ota.ratelimit import FailureLimiter
+from sanic_ota.web import connections
 
 logger = logging.getLogger("sanic_ota.auth")
 
@@ -62,7 +63,7 @@ def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
 def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
     """The key that sent ``request``, or the error to answer with (401, 403 or 429)."""
     try:
-        return _lookup(request, keyring, basic)
+        key = _lookup(request, keyring, basic)
     except OtaError as e:
         address = request.remote_addr or request.ip
         logger.warning("auth failed from %s: %s", address, e.message)
@@ -72,6 +73,8 @@ def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, ba
             request.ctx.auth_failure_reason = "rate_limited"
             raise TooManyRequests("too many failed authentications; retry later", wait) from e
         raise
+    connections.authenticated(request)  # no longer counts toward the per-address cap
+    return key
 
 
 def authenticate_admin(request: Request, keyring: Keyring, limiter: FailureLimiter) -> Key:

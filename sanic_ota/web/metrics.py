@@ -30,6 +30,9 @@ DOWNLOADS = Counter(
 BYTES = Counter("sanic_ota_bytes_served", "Image bytes handed to clients.", ["version", "file"])
 IN_FLIGHT = Gauge("sanic_ota_downloads_in_flight", "Downloads being sent now.", multiprocess_mode="livesum")
 AUTH_FAILURES = Counter("sanic_ota_auth_failures", "Failed authentications by reason.", ["reason"])
+CONNECTIONS_CLOSED = Counter(
+    "sanic_ota_connections_closed", "Connections closed early: header_timeout, unauthenticated_cap.", ["reason"],
+)
 REQUESTS = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind", "status"])
 MANIFEST_BUILDS = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.", ["result"])
 RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", multiprocess_mode="max")
@@ -41,17 +44,35 @@ KEYS_FILE_PROBLEM = Gauge("sanic_ota_keys_file_problem", "1 for the reason the k
                           ["reason"], multiprocess_mode="livemax")
 
 
+#: The label value for every version or file that is not a release on disk.
+OTHER = "other"
+
+#: The index that decides which names are label values; replaced by ``releases``.
+_index = Index()
+
+
+def download_labels(index: Index, version: str | None, file: str | None) -> tuple[str, str]:
+    """(version, file) labels: names of releases present on disk, anything else ``other``.
+
+    A request names whatever the client likes, so only names the operator put on
+    disk get their own series: the versions served or refused, and the files of
+    a served release. A refused release has no trusted file list; its files are
+    ``other``. This keeps ``/metrics`` as small as the release directory.
+    """
+    if version is None or (version not in index.releases and version not in index.problems):
+        return OTHER, OTHER
+    release = index.releases.get(version)
+    return version, file if release is not None and file in release.manifest.files else OTHER
+
+
 def observe(record: AuditRecord, auth_failure: str | None) -> None:
     REQUESTS.labels(record.kind, str(record.status)).inc()
     if auth_failure:
         AUTH_FAILURES.labels(auth_failure).inc()
     if record.kind == "download":
-        # Only files that exist get their own series: a 4xx names whatever the client
-        # asked for, and one series per made-up name would grow without bound.
-        known = record.file is not None and not 400 <= record.status < 500
-        version, file = (record.version or "", record.file or "") if known else ("", "")
+        version, file = download_labels(_index, record.version, record.file)
         DOWNLOADS.labels(version, file, record.outcome).inc()
-        if record.bytes:
+        if record.status == 200 and record.bytes:  # image bytes; an error's JSON body is not
             BYTES.labels(version, file).inc(record.bytes)
 
 
@@ -61,6 +82,8 @@ def manifest_event(result: str, version: str) -> None:
 
 def releases(index: Index) -> None:
     """Called with every new index: releases served, and present but refused."""
+    global _index
+    _index = index
     RELEASES.set(len(index.releases))
     BROKEN.set(len(index.problems))
 

@@ -22,6 +22,8 @@ from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
+from sanic_ota.web.connections import AddressSlots
+from sanic_ota.web.process import OtaSanic
 from sanic_ota.web.responses import handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
@@ -69,7 +71,7 @@ def refuse_new_connections(handles: list[socket.socket]) -> None:
 
 
 def create_app(settings: Settings | None = None, name: str | None = None) -> Sanic:
-    app = Sanic(
+    app = OtaSanic(
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
         config=Config(defaults={**TIMEOUT_DEFAULTS}),
     )
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
     settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
+    app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)

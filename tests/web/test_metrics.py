@@ -1,30 +1,95 @@
+"""Metric labels stay as few as the releases on disk, whatever clients ask for."""
+
 from __future__ import annotations
 
+import http.client
+import re
+from pathlib import Path
+
+from conftest import TOKEN, VERSION, env_for, settings_for
+from server_process import ServerProcess
+
 from sanic_ota.audit import AuditRecord
-from sanic_ota.keys import PROBLEMS, KeysFileStatus
+from sanic_ota.keys import PROBLEMS, Key, KeysFileStatus, load_keys, save_keys
+from sanic_ota.releases import Index
+from sanic_ota.settings import Settings
+from sanic_ota.state import open_state
 from sanic_ota.web import metrics
+
+ADMIN = "b" * 40
 
 
 def _value(version: str, file: str, outcome: str) -> float:
     return metrics.DOWNLOADS.labels(version, file, outcome)._value.get()
 
 
-def test_unknown_names_never_become_label_values() -> None:
-    record = AuditRecord(client="x", kind="download", version="made-up-1", file="nope.bin")
-    record.finish(404, 0)
-    before = _value("", "", "refused")
-    metrics.observe(record, None)
-    assert _value("", "", "refused") == before + 1
-    families = {s.labels.get("version") for m in metrics.DOWNLOADS.collect() for s in m.samples}
-    assert "made-up-1" not in families
+def _bytes_total() -> float:
+    return sum(s.value for m in metrics.BYTES.collect() for s in m.samples if s.name.endswith("_total"))
 
 
-def test_served_files_are_counted_by_name() -> None:
-    record = AuditRecord(client="x", kind="download", version="v1", file="ota.bin")
-    record.finish(200, 10, "completed")
-    before = _value("v1", "ota.bin", "completed")
+def _index(settings: Settings) -> Index:
+    """The real index of the workdir's release, plus one release present but refused."""
+    index = open_state(settings).index
+    return Index(releases=index.releases, problems={"v0.9.0": "holds no .bin file"})
+
+
+def _download(version: str | None, file: str | None, status: int, sent: int, outcome: str | None = None) -> None:
+    record = AuditRecord(client="x", kind="download", version=version, file=file)
+    record.finish(status, sent, outcome)
     metrics.observe(record, None)
-    assert _value("v1", "ota.bin", "completed") == before + 1
+
+
+def test_labels_name_only_releases_on_disk(settings: Settings) -> None:
+    metrics.releases(_index(settings))
+    before = {key: _value(*key) for key in [(VERSION, "ota.bin", "completed"), ("v0.9.0", "other", "error"),
+                                            ("other", "other", "refused"), (VERSION, "other", "refused")]}
+    _download(VERSION, "ota.bin", 200, 10, "completed")
+    _download("v0.9.0", "made-up-1.bin", 503, 90)  # refused release: its version, never the file asked for
+    _download("made-up-1", "nope.bin", 404, 60)
+    _download(VERSION, "nope.bin", 404, 60)
+    _download(None, None, 401, 60)  # no token: the query was never read
+    assert _value(VERSION, "ota.bin", "completed") == before[(VERSION, "ota.bin", "completed")] + 1
+    assert _value("v0.9.0", "other", "error") == before[("v0.9.0", "other", "error")] + 1
+    assert _value("other", "other", "refused") == before[("other", "other", "refused")] + 2
+    assert _value(VERSION, "other", "refused") == before[(VERSION, "other", "refused")] + 1
+    labels = {(s.labels.get("version"), s.labels.get("file")) for m in metrics.DOWNLOADS.collect() for s in m.samples}
+    assert not {"made-up-1", "nope.bin", "made-up-1.bin", ""} & {name for pair in labels for name in pair}
+
+
+def test_bytes_served_counts_image_bytes_not_error_bodies(settings: Settings) -> None:
+    metrics.releases(_index(settings))
+    before = _bytes_total()
+    _download(VERSION, "ota.bin", 200, 1000, "aborted")  # part of an image is still image bytes
+    _download("v0.9.0", "ota.bin", 503, 90)
+    _download(VERSION, "nope.bin", 404, 60)
+    assert _bytes_total() == before + 1000
+    assert metrics.BYTES.labels(VERSION, "ota.bin")._value.get() >= 1000
+
+
+def test_made_up_names_leave_metrics_small(workdir: Path) -> None:
+    """Thousands of made-up versions and files on a real server: one ``other`` series."""
+    save_keys(workdir / "keys.json", load_keys(workdir / "keys.json") + [Key("ops", ADMIN, {"Role": "admin"})])
+    (workdir / "partitions" / "v0.9.0").mkdir()  # present, refused: no .bin file
+    auth = {"Authorization": f"token {TOKEN}"}
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
+        connection = http.client.HTTPConnection(proc.host, proc.port, timeout=10)
+        statuses = set()
+        for n in range(600):
+            for version, file in ((f"v7.{n}.0", "ota.bin"), (VERSION, f"x{n}.bin"), ("v0.9.0", f"y{n}.bin")):
+                connection.request("GET", f"/v1/device/rom/?action=download_rom&version={version}&filename={file}",
+                                   headers=auth)
+                response = connection.getresponse()
+                response.read()
+                statuses.add(response.status)
+        connection.request("GET", "/metrics", headers={"Authorization": f"token {ADMIN}"})
+        response = connection.getresponse()
+        body = response.read().decode()
+    assert response.status == 200 and statuses == {404, 503}
+    assert len(body) < 16_000, len(body)
+    assert not re.search(r'(version|file)="(v7\.|x\d|y\d)', body)
+    assert f'sanic_ota_downloads_total{{file="other",outcome="refused",version="{VERSION}"}} 600.0' in body
+    assert 'sanic_ota_downloads_total{file="other",outcome="error",version="v0.9.0"} 600.0' in body
+    assert 'sanic_ota_downloads_total{file="other",outcome="refused",version="other"} 600.0' in body
 
 
 def test_the_keys_file_gauges_name_one_reason_at_a_time() -> None:
