@@ -14,6 +14,7 @@ import socket
 
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
+from sanic.exceptions import RequestCancelled
 
 from sanic_ota import logs
 from sanic_ota.audit import AuditRecord, format_record
@@ -22,7 +23,7 @@ from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
-from sanic_ota.web.responses import handle_exception
+from sanic_ota.web.responses import CLIENT_CLOSED, for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
 #: 3-minute budget for one image, so the response may take 4 minutes before Sanic cuts
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
+    app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
     def emit(request: Request, record: AuditRecord) -> None:
         logs.audit(format_record(record, settings.log_format))
@@ -130,8 +132,16 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.on_response
     async def log_response(request: Request, response: HTTPResponse) -> None:
+        for_the_module(request, response)
         if getattr(request.ctx, "streaming", False):
             return  # a download logs itself once its body is sent or abandoned
+        if getattr(request.ctx, "client_gone", False):
+            # Closed before the answer. Half a request is no request: not logged, not
+            # counted. One that reached its handler was given up by its client.
+            if (record := getattr(request.ctx, "audit", None)) is not None:
+                record.finish(CLIENT_CLOSED, 0, "aborted")
+                emit(request, record)
+            return
         record = routes.audit_of(request)
         record.finish(response.status, len(response.body or b""))
         emit(request, record)
