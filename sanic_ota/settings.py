@@ -72,6 +72,11 @@ class Settings:
         default="text",
         metadata=_doc("Audit log lines: text (key=value) or json (one object per line)."),
     )
+    extra_ports: tuple[int, ...] = field(
+        default=(),
+        metadata=_doc("More ports to listen on besides --port, comma-separated, such as 80: AT+CIPFWVER? "
+                      "always connects to 80 (443 with TLS), whatever port the module updates from."),
+    )
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -115,6 +120,8 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
     try:
         if isinstance(default, bool):
             return _boolean(value)
+        if isinstance(default, tuple):
+            return _ports(value)
         if isinstance(default, (int, float)):
             return type(default)(value)
         if value == "":
@@ -137,9 +144,17 @@ def _boolean(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def _ports(value: Any) -> tuple[int, ...]:
+    """``80`` or ``80, 8080`` (Sanic may already have made a lone number an int); empty: none."""
+    ports = tuple(int(part) for part in str(value).split(",") if part.strip())
+    if not all(0 < port < 65536 for port in ports):
+        raise ValueError("ports are numbers from 1 to 65535")
+    return ports
+
+
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting, for docs and their test."""
     return [
-        (ENV_PREFIX + f.name.upper(), "" if f.default is None else str(f.default), f.metadata["doc"])
+        (ENV_PREFIX + f.name.upper(), "" if f.default in (None, ()) else str(f.default), f.metadata["doc"])
         for f in dataclasses.fields(Settings)
     ]

@@ -23,6 +23,7 @@ from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
+from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.responses import CLIENT_CLOSED, for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     @app.main_process_start
     async def main_start(app: Sanic) -> None:
         app.ctx.metrics_dir = metrics.prepare_multiprocess_dir()
+        listen_also(app, settings.extra_ports)
 
     @app.main_process_stop
     async def main_stop(app: Sanic) -> None:
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.before_server_start
     async def start(app: Sanic) -> None:
+        check_listening(app, settings.extra_ports)
         state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
         app.ctx.state = state
         app.ctx.watcher = Watcher(state, on_index=metrics.releases)
