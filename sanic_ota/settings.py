@@ -89,6 +89,11 @@ class Settings:
         default="text",
         metadata=_doc("Audit log lines: text (key=value) or json (one object per line)."),
     )
+    extra_ports: tuple[int, ...] = field(
+        default=(),
+        metadata=_doc("More ports to listen on besides --port, comma-separated, such as 80: AT+CIPFWVER? "
+                      "always connects to 80 (443 with TLS), whatever port the module updates from."),
+    )
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -143,14 +148,25 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                environ[ENV_PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+                environ[ENV_PREFIX + f.name.upper()] = _text(value)
         return environ
+
+
+def _text(value: Any) -> str:
+    """A setting's value as ``from_environ`` reads it back."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return str(value)
 
 
 def _coerce(name: str, default: Any, value: Any) -> Any:
     try:
         if isinstance(default, bool):
             return _boolean(value)
+        if isinstance(default, tuple):
+            return _ports(value)
         if isinstance(default, (int, float)):
             return type(default)(value)
         if value == "":
@@ -173,9 +189,17 @@ def _boolean(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def _ports(value: Any) -> tuple[int, ...]:
+    """``80`` or ``80, 8080`` (Sanic may already have made a lone number an int); empty: none."""
+    ports = tuple(int(part) for part in str(value).split(",") if part.strip())
+    if not all(0 < port < 65536 for port in ports):
+        raise ValueError("ports are numbers from 1 to 65535")
+    return ports
+
+
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting, for docs and their test."""
     return [
-        (ENV_PREFIX + f.name.upper(), "" if f.default is None else str(f.default), f.metadata["doc"])
+        (ENV_PREFIX + f.name.upper(), "" if f.default in (None, ()) else str(f.default), f.metadata["doc"])
         for f in dataclasses.fields(Settings)
     ]

@@ -20,8 +20,13 @@ HEADERS = (
     "Accept-Encoding: gzip,deflate,sdch\r\nAccept-Language: zh-CN,zh;q=0.8\r\n\r\n"
 )
 
-MAGIC = {"ota": (0, b"\xe9"), "mqtt_ca": (0, b"\xf1\xf1"), "client_cert": (0, b"\xf1\xf1"),
-         "factory_param": (0, b"\xfc\xfc"), "ble_data": (2, b"\x27\x95")}
+#: The firmware's partition signatures, name -> (offset, magic bytes). A name missing
+#: here fails the firmware's magic check whatever the body holds.
+MAGIC = {
+    "ota": (0, b"\xe9"), "ble_data": (2, b"\x27\x95"), "factory_param": (0, b"\xfc\xfc"),
+    **{f"{use}_{kind}": (0, b"\xf1\xf1")  # the certificate partitions
+       for use in ("mqtt", "client", "server", "wpa2") for kind in ("ca", "cert", "key")},
+}
 
 
 class ModuleError(AssertionError):
@@ -39,15 +44,28 @@ def _connect(host: str, port: int, tls: bool, timeout: float) -> socket.socket:
 
 
 def version_query(host: str, port: int, token: str, tls: bool = False, timeout: float = 10.0) -> str:
-    """Plain ``AT+CIUPDATE``: one 1024-byte read, then the ``rom_version": "`` search."""
+    """Plain ``AT+CIUPDATE``: the ``rom_version": "`` search, as both firmware generations do it.
+
+    Current firmware reads until the buffer holds ``rom_version": `` and ``status`` or
+    the server closes; an answer without them that leaves the socket open makes it sit
+    out its socket timeout (``timeout`` here) before it reports ERROR. esp-at v2.x reads
+    only once, so the version must already be in the first 1024-byte read.
+    """
     with _connect(host, port, tls, timeout) as sock:
         request = f"GET /v1/device/rom/?is_format_simple=true HTTP/1.0\r\nHost: {host}:{port}\r\n"
         sock.sendall((request + HEADERS.format(token=token)).encode())
-        data = sock.recv(READ_SIZE)
-    start = data.find(b'rom_version": ')
+        first = data = chunk = sock.recv(READ_SIZE)
+        try:
+            while chunk and not (b'rom_version": ' in data and b"status" in data):
+                kept = data[-64:] if len(chunk) > 64 else b""  # the firmware's overlap between reads
+                chunk = sock.recv(READ_SIZE - len(kept))
+                data = kept + chunk
+        except TimeoutError:
+            raise ModuleError(f"no version and no close within {timeout} s: {first[:200]!r}") from None
+    start = first.find(b'rom_version": ')
     if start < 0:
-        raise ModuleError(f"rom_version error! first read was {data[:200]!r}")
-    value = data[start + len(b'rom_version": "') :]
+        raise ModuleError(f"rom_version error! first read was {first[:200]!r}")
+    value = first[start + len(b'rom_version": "') :]
     end = value.find(b'",')
     if end < 0:
         raise ModuleError("rom_version tail error!")
@@ -58,7 +76,15 @@ def download(
     host: str, port: int, token: str, version: str, partition: str,
     partition_size: int = 4 * 1024 * 1024, tls: bool = False, timeout: float = 10.0,
 ) -> bytes:
-    """``AT+CIUPDATE=<mode>,"<version>","<partition>"``: the image as the module writes it."""
+    """``AT+CIUPDATE=<mode>,"<version>","<partition>"``: the image as the module writes it.
+
+    Raises ``ModuleError`` where the module reports ERROR. Returns ``b""`` where the
+    firmware finds no ``Content-Length: `` in its first read (or no answer at all) and
+    stops as if the download were complete: for the application (``ota``) the empty
+    image then fails, for any other partition the module reports OK with the
+    partition erased. A server must never get there.
+    """
+    offset, magic = MAGIC.get(partition, (0, b""))
     with _connect(host, port, tls, timeout) as sock:
         request = (
             f"GET /v1/device/rom/?action=download_rom&version={version}&filename={partition}.bin "
@@ -68,15 +94,19 @@ def download(
         first = sock.recv(READ_SIZE)
         at = first.find(b"Content-Length: ")  # case-sensitive strstr in the firmware
         if at < 0:
-            raise ModuleError(f"no 'Content-Length: ' in the first read: {first[:300]!r}")
+            if partition == "ota":
+                raise ModuleError(f"no 'Content-Length: ' in the first read, empty image: {first[:300]!r}")
+            return b""  # the module reports OK: the erased partition stays empty
         digits = first[at + 16 :].split(b"\r\n", 1)[0]
         total = int(digits) if digits.isdigit() else 0
         end = first.find(b"\r\n\r\n")
         if end < 0:
+            # the firmware would search the next read for Content-Length again and stop there
             raise ModuleError("headers did not end within the first read")
         body = bytearray(first[end + 4 :])
-        offset, magic = MAGIC.get(partition, (0, b""))
-        if magic and body[offset : offset + len(magic)] != magic:
+        if not magic:
+            raise ModuleError(f"{partition}: the firmware knows no magic bytes for this partition name")
+        if body[offset : offset + len(magic)] != magic:
             raise ModuleError(f"{partition} partition has an invalid magic byte: {bytes(body[:4]).hex()}")
         if total > partition_size:
             raise ModuleError(f"Content-Length {total} is larger than the partition")

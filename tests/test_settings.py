@@ -108,7 +108,8 @@ def test_from_environ_reads_only_sanic_ota_variables() -> None:
 CHANGED = Settings(
     keys_file=Path("/k/keys.json"), partitions_dir=Path("007"), manifests_dir=Path("/m"),
     signing_key=Path("s.pem"), public_key=Path("p.pem"), sign_manifests=False, quiet_seconds=0.25,
-    cache_bytes=1234, stats_file=Path("/s.db"), log_format="json",
+    rescan_seconds=7.5, cache_bytes=1234, stats_file=Path("/s.db"), header_timeout=4.5,
+    max_unauthenticated_connections=3, log_format="json", extra_ports=(80, 8081),
 )
 
 

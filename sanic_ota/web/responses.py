@@ -4,17 +4,24 @@ The module parses responses by searching bytes (see ``shared/esp-at-client.md``)
 - JSON must use ``": "`` and ``", "`` separators (Sanic's default JSON is compact,
   which breaks the module's ``rom_version": `` and ``"version": "X", `` searches);
 - a download must carry the exact bytes ``Content-Length: ``, never be chunked or
-  compressed, and leave its headers and first body bytes in ONE write.
+  compressed, and leave its headers and first body bytes in ONE write;
+- so must every error, or the module takes "no length" for an empty image: a
+  certificate partition is erased and reported OK;
+- the version query is HTTP/1.0 with ``Connection: keep-alive`` and waits for the
+  version or the close, so an answer without a version must close the connection.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from sanic import HTTPResponse, Request
-from sanic.exceptions import SanicException
+from sanic.compat import Header
+from sanic.exceptions import RequestCancelled, SanicException
+from sanic.http import Http
 from sanic.response import json as json_response
 
 from sanic_ota.audit import AuditRecord
@@ -47,6 +54,37 @@ LAST_CHUNK_SIZE = 16 * 1024
 FIRST_CHUNK_SIZE = 16 * 1024
 
 
+#: What the audit log and metrics record for a request whose client closed the
+#: connection before it was answered (nginx's "client closed request"); never sent.
+CLIENT_CLOSED = 499
+
+
+class WireHeaders(Header):
+    """Response headers that leave as ``Content-Length: ``, however they were set.
+
+    Sanic writes the length of every complete response itself, in lower case
+    (``headers["content-length"] = size``), after all middleware has run; the names
+    are only turned into bytes through ``items()``, so the spelling is fixed there.
+    """
+
+    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
+        for name, value in super().items():
+            yield ("Content-Length" if name.lower() == "content-length" else name), value
+
+
+def for_the_module(request: Request, response: HTTPResponse) -> None:
+    """Shape any answer, ours or Sanic's, before its header block is written.
+
+    Called from the response middleware, which Sanic runs for handler answers,
+    errors and streamed downloads alike. An error answer to an HTTP/1.0 request (the
+    version query) closes the connection: Sanic would keep it open because the
+    module asks for keep-alive, and the module would wait for its socket timeout.
+    """
+    response.headers = WireHeaders(response.headers)
+    if response.status >= 400 and request.version == "1.0" and isinstance(request.stream, Http):
+        request.stream.keep_alive = False
+
+
 def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json_response(body, status=status, dumps=json.dumps)
 
@@ -56,8 +94,17 @@ def error_response(status: int, message: str) -> HTTPResponse:
     return esp_json({"status": status, "message": message}, status=status)
 
 
-def handle_exception(request: Request, exception: Exception) -> HTTPResponse:
-    """Every error, ours or Sanic's, leaves through here as the same JSON shape."""
+def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:
+    """Every error, ours or Sanic's, leaves through here as the same JSON shape.
+
+    A client that closed the connection before its answer (``RequestCancelled``, a
+    ``CancelledError`` that Sanic hands here) is not an error: nothing failed here
+    and nobody is left to answer. The request is marked so that the audit log can
+    tell it apart; the response returned is never sent.
+    """
+    if isinstance(exception, RequestCancelled):
+        request.ctx.client_gone = True
+        return HTTPResponse(status=CLIENT_CLOSED)
     if isinstance(exception, OtaError):
         if exception.status >= 500:
             logger.error("%s %s: %s", request.method, request.path, exception.message)

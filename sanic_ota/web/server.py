@@ -14,6 +14,7 @@ import socket
 
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
+from sanic.exceptions import RequestCancelled
 
 from sanic_ota import logs
 from sanic_ota.audit import AuditRecord, format_record
@@ -23,8 +24,9 @@ from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
 from sanic_ota.web.connections import AddressSlots
+from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.process import OtaSanic
-from sanic_ota.web.responses import handle_exception
+from sanic_ota.web.responses import CLIENT_CLOSED, for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
 #: 3-minute budget for one image, so the response may take 4 minutes before Sanic cuts
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
+    app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
     def emit(request: Request, record: AuditRecord) -> None:
         logs.audit(format_record(record, settings.log_format))
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     @app.main_process_start
     async def main_start(app: Sanic) -> None:
         app.ctx.metrics_dir = metrics.prepare_multiprocess_dir()
+        listen_also(app, settings.extra_ports)
 
     @app.main_process_stop
     async def main_stop(app: Sanic) -> None:
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.before_server_start
     async def start(app: Sanic) -> None:
+        check_listening(app, settings.extra_ports)
         state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
         app.ctx.state = state
         app.ctx.watcher = Watcher(state, on_index=metrics.releases, on_keys=metrics.keys_file)
@@ -134,8 +139,16 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.on_response
     async def log_response(request: Request, response: HTTPResponse) -> None:
+        for_the_module(request, response)
         if getattr(request.ctx, "streaming", False):
             return  # a download logs itself once its body is sent or abandoned
+        if getattr(request.ctx, "client_gone", False):
+            # Closed before the answer. Half a request is no request: not logged, not
+            # counted. One that reached its handler was given up by its client.
+            if (record := getattr(request.ctx, "audit", None)) is not None:
+                record.finish(CLIENT_CLOSED, 0, "aborted")
+                emit(request, record)
+            return
         record = routes.audit_of(request)
         record.finish(response.status, len(response.body or b""))
         emit(request, record)

@@ -6,10 +6,11 @@ import json
 
 import pytest
 from sanic import Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
+from sanic.headers import format_http1_response
 
 from sanic_ota import errors
-from sanic_ota.web.responses import esp_json, handle_exception
+from sanic_ota.web.responses import CLIENT_CLOSED, esp_json, for_the_module, handle_exception
 
 ALL_ERRORS = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.OtaError)]
 
@@ -41,3 +42,20 @@ def test_unexpected_errors_do_not_leak_details(request_stub) -> None:
 
 def test_json_uses_the_separators_the_module_searches_for() -> None:
     assert esp_json({"status": 200, "rom_version": "v1"}).body == b'{"status": 200, "rom_version": "v1"}'
+
+
+@pytest.mark.parametrize("error", [errors.IntegrityError("bytes changed"), RuntimeError("boom"),
+                                   SanicException("sanic said so", status_code=500)])
+def test_a_500_leaves_with_the_exact_bytes_content_length(error: Exception, request_stub) -> None:
+    response = handle_exception(request_stub, error)
+    for_the_module(request_stub, response)
+    response.headers["content-length"] = len(response.body)  # what Sanic's HTTP/1.1 writer does last
+    head = format_http1_response(response.status, response.processed_headers)
+    assert head.startswith(b"HTTP/1.1 500 ") and f"\r\nContent-Length: {len(response.body)}\r\n".encode() in head
+    assert b"content-length" not in head
+
+
+def test_a_client_gone_before_its_answer_is_marked_not_an_error(request_stub, caplog) -> None:
+    response = handle_exception(request_stub, RequestCancelled())
+    assert response.status == CLIENT_CLOSED and request_stub.ctx.client_gone
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
