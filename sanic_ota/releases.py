@@ -85,7 +85,8 @@ class Index:
             return self.releases[version]
         except KeyError:
             if version in self.problems:
-                raise Unavailable(f"release {version} is not servable: {self.problems[version]}") from None
+                # The problem itself (paths, OS errors) is for the log and /status, not for devices.
+                raise Unavailable(f"release {version} is not servable; the server log and /status say why") from None
             raise NotFound(f"no release {version}") from None
 
     def latest(self) -> Release:

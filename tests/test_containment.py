@@ -8,9 +8,11 @@ the tests at the end run a real server and look at every body and the whole log.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -277,3 +279,26 @@ def test_a_pin_fixed_on_disk_is_followed_again(workdir: Path) -> None:
         (workdir / "partitions" / "LATEST").unlink()
         (workdir / "partitions" / "LATEST").write_text(f"{VERSION}\n")
         _wait_for(lambda: fetch(proc, "/v1/device/rom/?is_format_simple=true")[0] == 200)
+
+
+def test_error_bodies_carry_no_server_path_and_no_os_error_text(workdir: Path) -> None:
+    partitions, manifests = workdir / "partitions", workdir / "manifests"
+    write_release(partitions, "v2.0.0")
+    (manifests / "v2.0.0.json").mkdir(parents=True)  # its manifest cannot be written: "Is a directory: /tmp/..."
+    (partitions / "LATEST").write_text("v2.0.0\n")
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
+        assert re.search(r"release v2.0.0 is NOT served: .*Is a directory", proc.log())  # the log keeps the detail
+        (partitions / VERSION / "mqtt_ca.bin").unlink()  # gone after indexing
+        answers = [
+            fetch(proc, "/v1/device/rom/?is_format_simple=true"),
+            fetch(proc, _download("v2.0.0", "ota.bin")),
+            fetch(proc, "/v1/manifest/v2.0.0"),
+            fetch(proc, _download(VERSION, "mqtt_ca.bin")),
+            fetch(proc, _download("v9", "ota.bin")),
+        ]
+    assert [status for status, _ in answers] == [503, 503, 503, 500, 404]
+    strerrors = [os.strerror(n) for n in errno.errorcode]
+    for _, body in answers:
+        message = json.loads(body)["message"]
+        assert str(workdir) not in message and "/tmp" not in message, message
+        assert not [text for text in strerrors if text in message], message

@@ -335,3 +335,13 @@ def test_an_invalid_pin_names_no_release_and_is_never_logged(settings: Settings,
     tokens = [key["Token"] for key in json.loads(settings.keys_file.read_text())]
     assert "pin refused" in caplog.text
     assert not [t for t in tokens if t in caplog.text or t in raised.value.message]
+
+
+def test_a_release_that_is_not_servable_says_so_without_the_detail(settings: Settings) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    (settings.manifests_dir / "v2.0.0.json").mkdir(parents=True)
+    index = _signing(settings).build()
+    assert str(settings.manifests_dir) in index.problems["v2.0.0"]  # for the log and /status
+    with pytest.raises(Unavailable) as raised:
+        index.release("v2.0.0")
+    assert raised.value.message == "release v2.0.0 is not servable; the server log and /status say why"
