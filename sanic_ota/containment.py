@@ -31,10 +31,12 @@ import errno
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sanic_ota.errors import ContainmentError
 from sanic_ota.versions import is_plain_name
@@ -153,6 +155,7 @@ class ReleaseTree:
         self.partitions = Path(partitions)
         self.manifests = Path(manifests)
         self._linked: set[str] = set()  # symlinked release directories already logged
+        self._spool_warned = False
 
     def path(self, version: str, name: str | None = None) -> Path:
         """Where a release (file) is, for log lines: never opened by path."""
@@ -253,3 +256,20 @@ class ReleaseTree:
             raise ContainmentError(f"{label} is {e.message}") from None
         finally:
             os.close(opened.fd)
+
+    def spool(self) -> BinaryIO:
+        """An unlinked temporary file for a verified copy of a large image.
+
+        Under ``manifests/`` (the server's own state, on disk rather than in a tmpfs);
+        the system's temporary directory if ``manifests/`` cannot take it (offline
+        mode may run with it read-only). Unlinked: no other process can open it, and
+        the kernel frees it when the last descriptor closes, even after ``kill -9``.
+        """
+        try:
+            return tempfile.TemporaryFile(dir=self.manifests)
+        except OSError as e:
+            if not self._spool_warned:
+                self._spool_warned = True
+                logger.warning("cannot keep verified copies in %s (%s); using %s", self.manifests,
+                               e.strerror, tempfile.gettempdir())
+            return tempfile.TemporaryFile()

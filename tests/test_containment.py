@@ -187,6 +187,14 @@ def test_a_huge_manifest_is_refused_unread(tree: ReleaseTree) -> None:
         tree.read_manifest("v1")
 
 
+def test_the_spool_is_an_unlinked_file_in_manifests(tree: ReleaseTree) -> None:
+    with tree.spool() as spool:
+        st = os.fstat(spool.fileno())
+        assert st.st_nlink == 0 and st.st_dev == os.stat(tree.manifests).st_dev
+        assert oct(st.st_mode & 0o777) == "0o600"
+    assert not [p for p in tree.manifests.iterdir()]
+
+
 # -- on a real server -------------------------------------------------------------------------
 
 
