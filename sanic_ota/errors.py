@@ -89,6 +89,13 @@ class IntegrityError(OtaError):
     status = 500
 
 
+class ContainmentError(IntegrityError):
+    """A path under ``partitions/`` or ``manifests/`` that is not a plain file inside it.
+
+    A symlink, a hard link, a file on another filesystem, a FIFO: never read, never served.
+    """
+
+
 class Unavailable(OtaError):
     """The server knows the request but cannot answer it safely right now."""
 

@@ -1,14 +1,23 @@
-"""Verified file bytes, kept in memory so every download sends exactly what was checked.
+"""Verified file bytes, so every download sends exactly what was checked.
 
-A file is read and hashed once per identity (device, inode, size, mtime, ctime) and
-compared with its manifest entry; the verified bytes are then served from memory.
+A file is opened through ``ReleaseTree`` (no symlink, no hard link, nothing outside
+``partitions/``), read and hashed once per identity (device, inode, size, mtime,
+ctime), and compared with its manifest entry. What was verified is then served:
+- a file of up to ``max_bytes`` (``SANIC_OTA_CACHE_BYTES``) from memory, the whole
+  cache staying within ``max_bytes``;
+- a larger file from a verified copy: it is copied into a private, unlinked temporary
+  file, hashed while copying, and served only if length and SHA-256 match. Downloads
+  read that copy in chunks, so a connection holds a chunk, not the file (six stalled
+  downloads of a 600 MiB file once held 3.6 GB). There is one copy per file identity,
+  shared by every download of it; a superseded copy is closed here, and the kernel
+  frees it when the last download still reading it ends.
+
 The file is ``stat``ed again at most every ``recheck_seconds`` (the server uses
 ``SERVER_RECHECK_SECONDS``: a ``stat`` per request was a fifth of a worker's time
-serving 4 KiB partitions), so a file changed on disk is re-verified within a
-second; until then, downloads get the verified bytes, which match the signed
-manifest. A file replaced during a download cannot mix old and new bytes: the
-download keeps sending the bytes it started with.
-Memory is bounded by ``cache_bytes``; files beyond it are read per request.
+serving 4 KiB partitions), so a file changed on disk is re-verified within a second;
+until then, downloads get the verified bytes, which match the signed manifest. A
+file replaced during a download cannot mix old and new bytes: the download keeps
+sending the bytes, or the copy, it started with.
 """
 
 from __future__ import annotations
@@ -20,14 +29,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
-from sanic_ota.errors import IntegrityError
+from sanic_ota.containment import ReleaseTree
+from sanic_ota.errors import ContainmentError, IntegrityError, Unavailable
 from sanic_ota.manifest import FileEntry
 
 logger = logging.getLogger("sanic_ota.filecache")
 
 Identity = tuple[int, int, int, int, int]
+Key = tuple[str, str]  # (version, file name)
 
 
 def identity(st: os.stat_result) -> Identity:
@@ -37,82 +47,217 @@ def identity(st: os.stat_result) -> Identity:
 #: How stale the server lets its knowledge of a file's identity get.
 SERVER_RECHECK_SECONDS = 1.0
 
+#: Verified copies kept at most (least recently used closed first): bounds the disk a
+#: worker holds for files that left the index. Downloads in flight keep theirs.
+MAX_COPIES = 8
+
+#: Bytes read from a release file per step while copying and hashing it.
+COPY_CHUNK = 1024 * 1024
+
+
+class VerifiedCopy:
+    """A handle on a verified copy: an unlinked file only this process can reach.
+
+    Each download gets its own handle (a duplicated descriptor) and must ``close`` it;
+    reads use ``pread``, so handles never share a file position.
+    """
+
+    def __init__(self, fd: int, length: int) -> None:
+        self.fd, self.length = fd, length
+        self._closed = False
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``start`` to ``stop``; blocking, so the web layer calls it in a thread."""
+        parts = []
+        while start < stop:
+            chunk = os.pread(self.fd, stop - start, start)
+            if not chunk:
+                raise OSError(f"verified copy ends at {start} of {self.length} bytes")
+            parts.append(chunk)
+            start += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def dup(self) -> VerifiedCopy:
+        return VerifiedCopy(os.dup(self.fd), self.length)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+    def __del__(self) -> None:
+        self.close()  # a handle dropped unclosed (a download cancelled while loading) frees its fd
+
+    def __enter__(self) -> VerifiedCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: What a download sends: verified bytes, or a handle on a verified copy (close it).
+Image = bytes | VerifiedCopy
+
 
 @dataclass
 class _Cached:
     identity: Identity
     sha256: str
-    data: bytes
+    data: Image
     checked: float  # monotonic time of the last stat that matched
+
+    @property
+    def memory(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else 0
 
 
 class VerifiedFiles:
-    def __init__(self, max_bytes: int, recheck_seconds: float = 0.0) -> None:
+    def __init__(self, tree: ReleaseTree, max_bytes: int, recheck_seconds: float = 0.0) -> None:
+        self.tree = tree
         self.max_bytes = max_bytes
         self.recheck_seconds = recheck_seconds
-        self._entries: OrderedDict[Path, _Cached] = OrderedDict()
+        self._entries: OrderedDict[Key, _Cached] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()  # ``load`` runs in worker threads
+        self._loading: dict[Key, threading.Lock] = {}  # one load per file at a time
 
-    def cached(self, path: Path, entry: FileEntry) -> bytes | None:
-        """The verified bytes if the file is unchanged since they were checked.
+    def cached(self, version: str, name: str, entry: FileEntry) -> Image | None:
+        """The verified image if the file is unchanged since it was checked.
 
         Cheap enough for every request: at most one ``stat``, no read. ``None`` means
         the caller must ``load`` (in a thread; it reads and hashes).
         """
-        hit = self._entries.get(path)
+        key = (version, name)
+        hit = self._entries.get(key)
         if hit is None or hit.sha256 != entry.sha256:
             return None
         now = time.monotonic()
         if now - hit.checked >= self.recheck_seconds:
             try:
-                if identity(os.stat(path)) != hit.identity:
+                if identity(self.tree.identity(version, name)) != hit.identity:
                     return None
             except OSError:
                 return None
             hit.checked = now
         with self._lock:
-            if path in self._entries:
-                self._entries.move_to_end(path)
-        return hit.data
+            if self._entries.get(key) is not hit:
+                return None
+            self._entries.move_to_end(key)
+            return self._handle(hit)
 
-    def load(self, path: Path, entry: FileEntry) -> bytes:
-        """Read ``path`` and return its bytes only if they match ``entry``."""
-        try:
-            with open(path, "rb") as handle:
-                ident = identity(os.fstat(handle.fileno()))
-                data = handle.read()
-        except OSError as e:
-            raise self._fail(path, f"cannot read it: {e.strerror}") from e
-        if len(data) != entry.length:
-            raise self._fail(path, f"{len(data)} bytes on disk, manifest says {entry.length}")
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry.sha256:
-            raise self._fail(path, f"SHA-256 {digest[:16]}… on disk, manifest says {entry.sha256[:16]}…")
-        self._store(path, _Cached(ident, entry.sha256, data, time.monotonic()))
+    def load(self, version: str, name: str, entry: FileEntry) -> Image:
+        """The file's verified image; raises unless its bytes match ``entry``.
+
+        Concurrent loads of one file wait for the first, then share its result.
+        """
+        key = (version, name)
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            try:
+                with self.tree.release(version) as release, release.open(name) as opened:
+                    ident = identity(opened.stat)
+                    with self._lock:
+                        hit = self._entries.get(key)
+                        if hit is not None and hit.identity == ident and hit.sha256 == entry.sha256:
+                            hit.checked = time.monotonic()
+                            self._entries.move_to_end(key)
+                            return self._handle(hit)
+                    if opened.stat.st_size != entry.length:
+                        raise self._mismatch(key, f"{opened.stat.st_size} bytes on disk, manifest says {entry.length}")
+                    if entry.length > self.max_bytes:
+                        data: Image = self._copy(key, opened.fd, entry)
+                    else:
+                        data = self._read(key, opened.fd, entry)
+            except ContainmentError as e:
+                raise self._refuse(key, e.message) from e
+            except OSError as e:
+                raise self._mismatch(key, f"cannot read it: {e.strerror}") from e
+            with self._lock:
+                item = _Cached(ident, entry.sha256, data, time.monotonic())
+                handle = self._handle(item)
+                self._store_locked(key, item)
+            return handle
+
+    def _read(self, key: Key, fd: int, entry: FileEntry) -> bytes:
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(entry.length + 1)  # never more than the manifest allows, plus one
+        self._check(key, entry, len(data), hashlib.sha256(data).hexdigest())
         return data
 
-    def _fail(self, path: Path, why: str) -> IntegrityError:
-        self._drop(path)
-        logger.error("INTEGRITY: %s does not match its signed manifest: %s; not served", path, why)
-        return IntegrityError(f"{path.name} does not match its signed manifest; not served")
+    def _copy(self, key: Key, fd: int, entry: FileEntry) -> VerifiedCopy:
+        """Copy ``fd`` into a spool file, hashing as it goes; the copy is what gets served."""
+        digest, total = hashlib.sha256(), 0
+        try:
+            spool = self.tree.spool()
+        except OSError as e:
+            raise self._no_copy(key, e) from e
+        with spool:
+            while chunk := os.read(fd, min(COPY_CHUNK, entry.length + 1 - total)):
+                total += len(chunk)
+                if total > entry.length:
+                    break
+                digest.update(chunk)
+                try:
+                    spool.write(chunk)
+                except OSError as e:
+                    raise self._no_copy(key, e) from e
+            self._check(key, entry, total, digest.hexdigest())
+            try:
+                spool.flush()
+            except OSError as e:
+                raise self._no_copy(key, e) from e
+            return VerifiedCopy(os.dup(spool.fileno()), entry.length)
 
-    def _store(self, path: Path, item: _Cached) -> None:
+    def _check(self, key: Key, entry: FileEntry, length: int, digest: str) -> None:
+        if length != entry.length:
+            raise self._mismatch(key, f"{'more than ' if length > entry.length else ''}{length} bytes read, "
+                                      f"manifest says {entry.length}")
+        if digest != entry.sha256:
+            raise self._mismatch(key, f"SHA-256 {digest[:16]}… on disk, manifest says {entry.sha256[:16]}…")
+
+    def _mismatch(self, key: Key, why: str) -> IntegrityError:
+        self._drop(key)
+        logger.error("INTEGRITY: %s does not match its signed manifest: %s; not served", self.tree.path(*key), why)
+        return IntegrityError(f"{key[1]} does not match its signed manifest; not served")
+
+    def _refuse(self, key: Key, why: str) -> IntegrityError:
+        self._drop(key)
+        logger.error("CONTAINMENT: %s is refused: %s; not served", self.tree.path(*key), why)
+        return IntegrityError(f"{key[1]} cannot be served; the server log says why")
+
+    def _no_copy(self, key: Key, e: OSError) -> Unavailable:
+        logger.error("cannot make a verified copy of %s: %s; not served", self.tree.path(*key), e.strerror or e)
+        return Unavailable(f"{key[1]} cannot be served right now; the server log says why")
+
+    @staticmethod
+    def _handle(item: _Cached) -> Image:
+        """What a caller gets: the bytes themselves, or its own handle on the copy."""
+        return item.data.dup() if isinstance(item.data, VerifiedCopy) else item.data
+
+    def _store_locked(self, key: Key, item: _Cached) -> None:
+        self._drop_locked(key)
+        self._entries[key] = item
+        self._size += item.memory
+        copies = [k for k, v in self._entries.items() if isinstance(v.data, VerifiedCopy)]
+        for old_key in copies[: max(0, len(copies) - MAX_COPIES)]:
+            self._drop_locked(old_key)
+        while self._size > self.max_bytes:
+            oldest = next(k for k, v in self._entries.items() if v.memory)
+            self._drop_locked(oldest)
+
+    def _drop(self, key: Key) -> None:
         with self._lock:
-            self._drop_locked(path)
-            if len(item.data) > self.max_bytes:
-                return
-            self._entries[path] = item
-            self._size += len(item.data)
-            while self._size > self.max_bytes:
-                _, old = self._entries.popitem(last=False)
-                self._size -= len(old.data)
+            self._drop_locked(key)
 
-    def _drop(self, path: Path) -> None:
-        with self._lock:
-            self._drop_locked(path)
-
-    def _drop_locked(self, path: Path) -> None:
-        old = self._entries.pop(path, None)
+    def _drop_locked(self, key: Key) -> None:
+        old = self._entries.pop(key, None)
         if old is not None:
-            self._size -= len(old.data)
+            self._size -= old.memory
+            self._release(old)
+
+    @staticmethod
+    def _release(item: _Cached) -> None:
+        if isinstance(item.data, VerifiedCopy):
+            item.data.close()  # handles given to downloads stay open until they end
+

@@ -1,8 +1,9 @@
 """The release index: which releases may be served, each with its checked manifest.
 
-``Indexer`` reads ``partitions/`` and ``manifests/`` and produces an ``Index``, an
-immutable snapshot the web layer swaps in whole, so a request never sees half of a
-re-index. In server-signs mode the indexer writes a new manifest (serial + 1) when
+``Indexer`` reads ``partitions/`` and ``manifests/`` (only through ``containment``,
+so no symlink or hard link can make it read, sign or serve a file from elsewhere)
+and produces an ``Index``, an immutable snapshot the web layer swaps in whole, so a
+request never sees half of a re-index. In server-signs mode the indexer writes a new manifest (serial + 1) when
 a release's files changed; in offline mode it only verifies what was copied in.
 
 Manifest writes and the record of the highest serial seen per release happen under
@@ -24,7 +25,9 @@ from functools import cached_property
 from pathlib import Path
 
 from sanic_ota import manifest as manifests
+from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import (
+    ContainmentError,
     IntegrityError,
     ManifestError,
     NotFound,
@@ -82,7 +85,8 @@ class Index:
             return self.releases[version]
         except KeyError:
             if version in self.problems:
-                raise Unavailable(f"release {version} is not servable: {self.problems[version]}") from None
+                # The problem itself (paths, OS errors) is for the log and /status, not for devices.
+                raise Unavailable(f"release {version} is not servable; the server log and /status say why") from None
             raise NotFound(f"no release {version}") from None
 
     def latest(self) -> Release:
@@ -110,6 +114,7 @@ class Indexer:
         self.partitions = Path(settings.partitions_dir)
         self.manifests = Path(settings.manifests_dir)
         self.latest_file = settings.latest_file
+        self.tree = ReleaseTree(self.partitions, self.manifests)
         self.verifier = verifier
         self.signer = signer
         #: releases whose last failure was an OSError (full disk, I/O error): the watcher
@@ -119,12 +124,11 @@ class Indexer:
     # -- whole index -------------------------------------------------------------
 
     def scan(self) -> set[str]:
-        """Release directories present now (plain names only; ``.v2.tmp`` is not one)."""
-        try:
-            entries = list(os.scandir(self.partitions))
-        except FileNotFoundError:
-            return set()
-        return {e.name for e in entries if is_plain_name(e.name) and e.is_dir()}
+        """Release directories present now: real directories with plain names.
+
+        ``.v2.tmp`` is not one, and neither is a symlink (``ReleaseTree.versions`` logs it).
+        """
+        return self.tree.versions()
 
     def build(self, previous: Index | None = None, versions: Iterable[str] | None = None) -> Index:
         """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``."""
@@ -149,14 +153,20 @@ class Indexer:
         return Index(releases=releases, problems=problems, pinned=self.read_pin())
 
     def read_pin(self) -> str | None:
+        """The pinned version, None without a pin, ``""`` for a pin that cannot be used.
+
+        ``""`` names no release, so the version query fails closed (503) rather than
+        guess. The log says why, never with the pin's text: only a plain version
+        name is ever repeated.
+        """
         try:
-            text = self.latest_file.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as e:
-            logger.error("cannot read %s: %s", self.latest_file, e)
-            return ""  # a pin that names nothing: refuse rather than guess
-        return text or None
+            return self.tree.read_pin()
+        except ContainmentError as e:
+            logger.error("pin refused, plain AT+CIUPDATE gets 503 until it is fixed: %s", e.message)
+        except OSError as e:
+            logger.error("cannot read %s: %s; plain AT+CIUPDATE gets 503 until it is fixed",
+                         self.latest_file, e.strerror)
+        return ""
 
     # -- one release -------------------------------------------------------------
 
@@ -180,42 +190,37 @@ class Indexer:
 
     def describe_files(self, version: str) -> dict[str, FileEntry]:
         """Hash and inspect every ``.bin`` of a release; raises if one would be rejected."""
-        directory = self.partitions / version
+        entries: dict[str, FileEntry] = {}
         try:
-            names = sorted(os.listdir(directory))
+            with self.tree.release(version) as release:
+                for name in release.names():
+                    if not is_release_file(name):
+                        continue
+                    try:
+                        data = release.read(name)  # refuses symlinks, hard links, non-regular files
+                    except OSError as e:
+                        raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
+                    entries[name] = FileEntry.describe(name, data)
         except OSError as e:
             raise NotFound(f"cannot list partitions/{version}/: {e.strerror}") from e
-        entries: dict[str, FileEntry] = {}
-        for name in names:
-            if not is_release_file(name):
-                continue
-            path = directory / name
-            try:
-                if not path.is_file():  # a dangling symlink, a directory, a device
-                    raise IntegrityError(f"{name} is not a regular file")
-                data = path.read_bytes()
-            except OSError as e:
-                raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
-            entries[name] = FileEntry.describe(name, data)
         return entries
 
     def _load_manifest(self, version: str, highest: int) -> Release | None:
         """The manifest on disk if it verifies, None if absent; raises if it is bad."""
         path = self.manifest_path(version)
         try:
-            document = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise ManifestError(f"cannot read {path}: {e.strerror}") from e
-        try:
+            document = self.tree.read_manifest(version)  # never through a symlink
+            if document is None:
+                return None
             manifest = manifests.verify(document, self.verifier, version)
             if manifest.serial < highest:
                 raise ManifestError(
                     f"manifest serial {manifest.serial} is older than serial {highest} "
                     "already seen for this release (replayed manifest?)"
                 )
-        except ManifestError as e:
+        except OSError as e:
+            raise ManifestError(f"cannot read {path}: {e.strerror}") from e
+        except (ManifestError, ContainmentError) as e:  # a symlink or a directory is no manifest either
             if self.signer is None:
                 raise
             logger.warning("replacing manifest of %s: %s", version, e.message)

@@ -67,7 +67,7 @@ class Settings:
     )
     cache_bytes: int = field(
         default=512 * 1024 * 1024,
-        metadata=_doc("Memory kept for verified images; larger files are re-read per request."),
+        metadata=_doc("Memory kept for verified images; a larger file is served from a verified copy on disk."),
     )
     stats_file: Path | None = field(
         default=None,

@@ -97,5 +97,5 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )
-    files = VerifiedFiles(settings.cache_bytes, SERVER_RECHECK_SECONDS)
+    files = VerifiedFiles(indexer.tree, settings.cache_bytes, SERVER_RECHECK_SECONDS)
     return State(settings, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path), seen=seen)

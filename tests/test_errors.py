@@ -20,6 +20,7 @@ from sanic_ota import errors
         (errors.KeysFileError, 500),
         (errors.ImageError, 500),
         (errors.IntegrityError, 500),
+        (errors.ContainmentError, 500),
         (errors.ManifestError, 503),
         (errors.SignatureError, 503),
         (errors.Unavailable, 503),
@@ -42,3 +43,4 @@ def test_too_many_requests_says_when_to_retry() -> None:
 def test_narrower_errors_are_caught_by_their_family() -> None:
     assert issubclass(errors.KeysFileError, errors.ConfigurationError)
     assert issubclass(errors.SignatureError, errors.ManifestError)
+    assert issubclass(errors.ContainmentError, errors.IntegrityError)

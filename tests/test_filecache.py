@@ -1,39 +1,70 @@
-"""Tests for sanic_ota.filecache: only verified bytes are served, from a bounded cache."""
+"""Tests for sanic_ota.filecache: only verified bytes are served, from a bounded cache or a verified copy."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from sanic_ota import filecache
+from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import IntegrityError
-from sanic_ota.filecache import VerifiedFiles
+from sanic_ota.filecache import VerifiedCopy, VerifiedFiles
 from sanic_ota.manifest import FileEntry
 
-
-def _file(tmp_path: Path, name: str, data: bytes) -> tuple[Path, FileEntry]:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path, FileEntry(len(data), hashlib.sha256(data).hexdigest())
+VERSION = "v1"
+File = tuple[str, str, FileEntry]
 
 
-def test_load_verifies_and_caches(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A" * 1000)
-    assert files.cached(path, entry) is None
-    data = files.load(path, entry)
+@pytest.fixture
+def tree(tmp_path: Path) -> ReleaseTree:
+    (tmp_path / "partitions" / VERSION).mkdir(parents=True)
+    (tmp_path / "manifests").mkdir()
+    return ReleaseTree(tmp_path / "partitions", tmp_path / "manifests")
+
+
+def _file(tree: ReleaseTree, name: str, data: bytes) -> File:
+    tree.path(VERSION, name).write_bytes(data)
+    return VERSION, name, FileEntry(len(data), hashlib.sha256(data).hexdigest())
+
+
+def _replace(tree: ReleaseTree, name: str, data: bytes) -> File:
+    """A new file renamed over the old one, as a careful publisher does."""
+    _file(tree, ".incoming", data)
+    os.replace(tree.path(VERSION, ".incoming"), tree.path(VERSION, name))
+    return VERSION, name, FileEntry(len(data), hashlib.sha256(data).hexdigest())
+
+
+def _bytes(image: filecache.Image) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    with image:
+        return image.read(0, image.length)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_load_verifies_and_caches(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A" * 1000)
+    assert files.cached(*f) is None
+    data = files.load(*f)
     assert data == b"A" * 1000
-    assert files.cached(path, entry) is data
+    assert files.cached(*f) is data
 
 
-def test_cached_does_not_read_the_file(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A" * 1000)
-    data = files.load(path, entry)
+def test_cached_does_not_read_the_file(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A" * 1000)
+    data = files.load(*f)
     opened: list[str] = []
     watching = [False]
 
@@ -44,72 +75,72 @@ def test_cached_does_not_read_the_file(tmp_path: Path) -> None:
     sys.addaudithook(hook)  # hooks cannot be removed; ``watching`` turns this one off
     try:
         watching[0] = True
-        assert files.cached(path, entry) is data
+        assert files.cached(*f) is data
         assert opened == []
-        files.load(path, entry)  # a read is seen by the hook
-        assert opened == [str(path)]
+        files.load(*f)  # an open is seen by the hook
+        assert "ota.bin" in opened
     finally:
         watching[0] = False
 
 
-def test_cached_is_none_for_another_manifest_entry(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A" * 10)
-    files.load(path, entry)
-    assert files.cached(path, FileEntry(10, "0" * 64)) is None
+def test_cached_is_none_for_another_manifest_entry(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A" * 10)
+    files.load(*f)
+    assert files.cached(VERSION, "ota.bin", FileEntry(10, "0" * 64)) is None
 
 
-def test_a_byte_flipped_on_disk_is_noticed_even_with_the_old_mtime(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A" * 1000)
-    files.load(path, entry)
+def test_a_byte_flipped_on_disk_is_noticed_even_with_the_old_mtime(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A" * 1000)
+    path = tree.path(VERSION, "ota.bin")
+    files.load(*f)
     before = path.stat()
     with open(path, "r+b") as handle:
         handle.seek(500)
         handle.write(b"B")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
-    assert files.cached(path, entry) is None
+    assert files.cached(*f) is None
     with pytest.raises(IntegrityError, match="ota.bin does not match its signed manifest"):
-        files.load(path, entry)
-    assert files.cached(path, entry) is None
+        files.load(*f)
+    assert files.cached(*f) is None
 
 
-def test_a_truncated_file_is_an_integrity_error(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A" * 1000)
-    files.load(path, entry)
-    path.write_bytes(b"A" * 999)
-    assert files.cached(path, entry) is None
+def test_a_truncated_file_is_an_integrity_error(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A" * 1000)
+    files.load(*f)
+    tree.path(VERSION, "ota.bin").write_bytes(b"A" * 999)
+    assert files.cached(*f) is None
     with pytest.raises(IntegrityError):
-        files.load(path, entry)
+        files.load(*f)
 
 
-def test_a_missing_file_is_an_integrity_error(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"A")
-    files.load(path, entry)
-    path.unlink()
-    assert files.cached(path, entry) is None
+def test_a_missing_file_is_an_integrity_error(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"A")
+    files.load(*f)
+    tree.path(VERSION, "ota.bin").unlink()
+    assert files.cached(*f) is None
     with pytest.raises(IntegrityError):
-        files.load(path, entry)
+        files.load(*f)
 
 
-def test_bytes_handed_out_survive_a_replacement_of_the_file(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=1 << 20)
-    path, entry = _file(tmp_path, "ota.bin", b"old" * 1000)
-    sending = files.load(path, entry)
-    new, new_entry = _file(tmp_path, "incoming", b"new" * 1000)
-    os.replace(new, path)
+def test_bytes_handed_out_survive_a_replacement_of_the_file(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=1 << 20)
+    f = _file(tree, "ota.bin", b"old" * 1000)
+    sending = files.load(*f)
+    new = _replace(tree, "ota.bin", b"new" * 1000)
     assert sending == b"old" * 1000
-    assert files.cached(path, entry) is None
-    assert files.load(path, new_entry) == b"new" * 1000
+    assert files.cached(*f) is None
+    assert files.load(*new) == b"new" * 1000
     assert sending == b"old" * 1000
 
 
-def test_least_recently_used_is_evicted_first(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=250)
-    a, b, c = (_file(tmp_path, f"{n}.bin", n.encode() * 100) for n in "abc")
+def test_least_recently_used_is_evicted_first(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=250)
+    a, b, c = (_file(tree, f"{n}.bin", n.encode() * 100) for n in "abc")
     files.load(*a)
     files.load(*b)
     assert files.cached(*a) is not None  # a is now the most recently used
@@ -119,33 +150,139 @@ def test_least_recently_used_is_evicted_first(tmp_path: Path) -> None:
     assert files.cached(*c) == b"c" * 100
 
 
-def test_a_file_bigger_than_the_cache_is_returned_but_not_kept(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=100)
-    small = _file(tmp_path, "small.bin", b"s" * 100)
-    files.load(*small)
-    big = _file(tmp_path, "big.bin", b"B" * 101)
-    assert files.load(*big) == b"B" * 101
-    assert files.cached(*big) is None
-    assert files.cached(*small) == b"s" * 100  # the big file did not evict it
-
-
-def test_reloading_the_same_path_does_not_count_twice(tmp_path: Path) -> None:
-    files = VerifiedFiles(max_bytes=200)
-    a = _file(tmp_path, "a.bin", b"a" * 100)
-    b = _file(tmp_path, "b.bin", b"b" * 100)
+def test_reloading_the_same_file_does_not_count_twice(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=200)
+    a = _file(tree, "a.bin", b"a" * 100)
+    b = _file(tree, "b.bin", b"b" * 100)
     files.load(*a)
     files.load(*a)
     files.load(*b)
     assert files.cached(*a) is not None and files.cached(*b) is not None
 
 
-def test_server_recheck_window_serves_verified_bytes_then_notices_the_change(tmp_path: Path) -> None:
-    path = tmp_path / "ota.bin"
-    path.write_bytes(b"\xe9" + b"a" * 99)
-    entry = FileEntry(length=100, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    files = VerifiedFiles(max_bytes=1 << 20, recheck_seconds=0.3)
-    verified = files.load(path, entry)
-    path.write_bytes(b"\xe9" + b"b" * 99)
-    assert files.cached(path, entry) == verified  # within the window: the verified bytes, never the new ones
+def test_server_recheck_window_serves_verified_bytes_then_notices_the_change(tree: ReleaseTree) -> None:
+    f = _file(tree, "ota.bin", b"\xe9" + b"a" * 99)
+    files = VerifiedFiles(tree, max_bytes=1 << 20, recheck_seconds=0.3)
+    verified = files.load(*f)
+    tree.path(VERSION, "ota.bin").write_bytes(b"\xe9" + b"b" * 99)
+    assert files.cached(*f) == verified  # within the window: the verified bytes, never the new ones
     time.sleep(0.35)
-    assert files.cached(path, entry) is None
+    assert files.cached(*f) is None
+
+
+# -- files larger than the cache: a verified copy ------------------------------------------
+
+
+def test_a_file_bigger_than_the_cache_is_served_from_a_verified_copy(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=100)
+    small = _file(tree, "small.bin", b"s" * 100)
+    files.load(*small)
+    data = os.urandom(300_000)
+    big = _file(tree, "big.bin", data)
+    image = files.load(*big)
+    assert isinstance(image, VerifiedCopy) and image.length == len(data)
+    assert image.read(0, 10) == data[:10] and image.read(299_990, 300_000) == data[-10:]
+    again = files.cached(*big)
+    assert isinstance(again, VerifiedCopy) and again.fd != image.fd  # each download its own handle
+    assert _bytes(image) == data and _bytes(again) == data
+    assert files.cached(*small) == b"s" * 100  # the copy takes no memory from the cache
+
+
+def test_a_verified_copy_is_not_the_file_itself(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=100)
+    data = b"\xe9" + b"x" * 9999
+    big = _file(tree, "big.bin", data)
+    with files.load(*big) as image:
+        assert isinstance(image, VerifiedCopy)
+        path = tree.path(VERSION, "big.bin")
+        assert os.fstat(image.fd).st_ino != path.stat().st_ino
+        assert os.fstat(image.fd).st_nlink == 0  # unlinked: nothing else can open it
+        with open(path, "r+b") as handle:  # rewritten in place mid-download
+            handle.write(b"Y" * 10000)
+        assert image.read(0, 10000) == data  # never mixed: the download keeps what was verified
+
+
+def test_a_copy_that_does_not_match_is_never_handed_out(tree: ReleaseTree, caplog) -> None:
+    files = VerifiedFiles(tree, max_bytes=100)
+    _, name, entry = _file(tree, "big.bin", b"a" * 1000)
+    tree.path(VERSION, name).write_bytes(b"b" * 1000)
+    before = _open_fds()
+    with caplog.at_level(logging.ERROR), pytest.raises(IntegrityError, match="big.bin does not match"):
+        files.load(VERSION, name, entry)
+    assert "INTEGRITY" in caplog.text
+    assert files.cached(VERSION, name, entry) is None
+    assert _open_fds() == before  # the rejected copy is closed, not kept
+
+
+def test_concurrent_loads_share_one_copy(tree: ReleaseTree, monkeypatch) -> None:
+    files = VerifiedFiles(tree, max_bytes=100)
+    big = _file(tree, "big.bin", os.urandom(2_000_000))
+    spooled: list[int] = []
+    real_spool = tree.spool
+
+    def counting_spool():
+        spooled.append(1)
+        time.sleep(0.1)  # the others arrive while the first one copies
+        return real_spool()
+
+    monkeypatch.setattr(tree, "spool", counting_spool)
+    results: list[VerifiedCopy] = []
+    threads = [threading.Thread(target=lambda: results.append(files.load(*big))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(spooled) == 1 and len(results) == 4
+    assert len({os.fstat(r.fd).st_ino for r in results}) == 1
+    for result in results:
+        result.close()
+
+
+def test_a_superseded_copy_is_freed_when_its_last_download_ends(tree: ReleaseTree) -> None:
+    files = VerifiedFiles(tree, max_bytes=100)
+    before = _open_fds()
+    old = files.load(*_file(tree, "big.bin", b"o" * 5000))
+    new_file = _replace(tree, "big.bin", b"n" * 5000)
+    assert files.cached(VERSION, "big.bin", new_file[2]) is None
+    new = files.load(*new_file)
+    assert _bytes(old) == b"o" * 5000 and _bytes(new) == b"n" * 5000  # closes both handles
+    assert _open_fds() == before + 1  # the cache keeps only the current copy open
+
+
+def test_copies_beyond_the_limit_are_closed_oldest_first(tree: ReleaseTree, monkeypatch) -> None:
+    monkeypatch.setattr(filecache, "MAX_COPIES", 1)
+    files = VerifiedFiles(tree, max_bytes=100)
+    a, b = _file(tree, "a.bin", b"a" * 500), _file(tree, "b.bin", b"b" * 500)
+    files.load(*a).close()
+    files.load(*b).close()
+    assert files.cached(*a) is None
+    assert _bytes(files.cached(*b)) == b"b" * 500
+
+
+def test_without_a_writable_manifests_dir_copies_go_to_the_temp_dir(tmp_path: Path, caplog) -> None:
+    (tmp_path / "partitions" / VERSION).mkdir(parents=True)
+    tree = ReleaseTree(tmp_path / "partitions", tmp_path / "no-manifests")
+    files = VerifiedFiles(tree, max_bytes=10)
+    with caplog.at_level(logging.WARNING):
+        assert _bytes(files.load(*_file(tree, "big.bin", b"z" * 100))) == b"z" * 100
+    assert "cannot keep verified copies" in caplog.text
+
+
+# -- containment ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_bytes", [1 << 20, 10], ids=["memory", "copy"])
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_file_linked_after_indexing_is_refused(tree: ReleaseTree, tmp_path: Path, caplog,
+                                                   max_bytes: int, link: str) -> None:
+    """The keys file linked in place of a release file, with the manifest entry the attacker would need."""
+    secret = tmp_path / "keys.json"
+    secret.write_bytes(b'[{"Name": "admin", "Token": "SECRET-TOKEN"}]')
+    entry = FileEntry(secret.stat().st_size, hashlib.sha256(secret.read_bytes()).hexdigest())
+    getattr(tree.path(VERSION, "ota.bin"), "symlink_to" if link == "symlink" else "hardlink_to")(secret)
+    files = VerifiedFiles(tree, max_bytes=max_bytes)
+    with caplog.at_level(logging.ERROR), pytest.raises(IntegrityError) as raised:
+        files.load(VERSION, "ota.bin", entry)
+    assert raised.value.message == "ota.bin cannot be served; the server log says why"
+    assert "CONTAINMENT" in caplog.text and "SECRET-TOKEN" not in caplog.text
+    assert files.cached(VERSION, "ota.bin", entry) is None

@@ -7,6 +7,8 @@ download (1 KiB every 100 ms for a whole 1.6 MB image, about 160 s) is marked
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import TOKEN, env_for, example, settings_for
-from esp_client import download, version_query
+from esp_client import ModuleError, download, version_query
 from server_process import ServerProcess
 
 IMAGE_SIZE = 1_600_000
@@ -120,3 +122,89 @@ def test_timeouts_leave_room_for_the_slowest_module() -> None:
 
     seconds_needed = IMAGE_SIZE / 1024 * 0.1  # 1 KiB per 100 ms
     assert seconds_needed < 180 < TIMEOUT_DEFAULTS["RESPONSE_TIMEOUT"]
+
+
+# -- a file larger than the cache ---------------------------------------------------------
+
+LARGE_SIZE = 8 * 1024 * 1024
+STALLED = 6
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def worker_pid(proc: ServerProcess) -> int:
+    """The process that serves requests (Sanic's main process only supervises)."""
+    pids = re.findall(r"Starting worker \[(\d+)\]", proc.log())
+    assert len(pids) == 1, proc.log()
+    return int(pids[0])
+
+
+def start_download(proc: ServerProcess, version: str) -> tuple[socket.socket, bytearray]:
+    """Send the request, read the module's first 1024 bytes, then stall.
+
+    The kernel's buffers take a few MiB of what the server sends (its send buffer
+    grows to ``tcp_wmem``'s maximum, 4 MiB by default); the rest waits in the server.
+    """
+    sock = socket.create_connection((proc.host, proc.port), timeout=30)
+    sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={version}&filename=mfg_nvs.bin HTTP/1.1\r\n"
+                 f"Host: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+    return sock, bytearray(sock.recv(1024))
+
+
+def finish_download(sock: socket.socket, data: bytearray) -> bytes:
+    with sock:
+        head, _, _ = bytes(data).partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(data) - len(head) - 4 < length and (chunk := sock.recv(1 << 20)):
+            data += chunk
+    return bytes(data.partition(b"\r\n\r\n")[2])
+
+
+def test_a_file_larger_than_the_cache_is_streamed_with_bounded_memory(tmp_path_factory) -> None:
+    """64 KiB cache, 8 MiB file: stalled downloads each hold a chunk, not the file.
+
+    Before, every download read the whole file into memory: six stalled downloads
+    of a 600 MiB file held 3.6 GB. The bound asserted is generous (a third of the
+    old cost); what it excludes is a copy of the file per connection.
+    """
+    from sanic_ota.keys import Key, save_keys
+
+    workdir = tmp_path_factory.mktemp("large")
+    release = workdir / "partitions" / "v5.0.0"
+    release.mkdir(parents=True)
+    image = os.urandom(LARGE_SIZE)
+    (release / "mfg_nvs.bin").write_bytes(image)
+    save_keys(workdir / "keys.json", [Key("device-1", TOKEN)])
+    env = dict(env_for(settings_for(workdir)), SANIC_OTA_CACHE_BYTES=str(64 * 1024))
+    with ServerProcess(env, cwd=workdir) as proc:
+        pid = worker_pid(proc)
+        assert download(proc.host, proc.port, TOKEN, "v5.0.0", "mfg_nvs", partition_size=LARGE_SIZE) == image
+        before = rss_bytes(pid)
+        stalled = [start_download(proc, "v5.0.0") for _ in range(STALLED)]
+        peak = before
+        for _ in range(15):  # the server fills what the sockets take, then waits on them
+            time.sleep(0.1)
+            peak = max(peak, rss_bytes(pid))
+        assert peak - before < STALLED * LARGE_SIZE / 3, f"RSS grew by {(peak - before) >> 20} MiB"
+        assert all(finish_download(*s) == image for s in stalled)
+
+        # replaced in place mid-download: the download in flight keeps the verified bytes
+        in_flight = start_download(proc, "v5.0.0")
+        new_image = os.urandom(LARGE_SIZE)
+        with open(release / "mfg_nvs.bin", "r+b") as handle:
+            handle.write(new_image)
+        assert finish_download(*in_flight) == image
+        deadline = time.monotonic() + 15
+        while True:  # old bytes, then errors, then the re-signed new bytes: never a mix
+            try:
+                body = download(proc.host, proc.port, TOKEN, "v5.0.0", "mfg_nvs", partition_size=LARGE_SIZE)
+            except ModuleError:
+                body = None
+            assert body in (None, image, new_image)
+            if body == new_image:
+                break
+            assert time.monotonic() < deadline, "the new file was never served"
+            time.sleep(0.2)

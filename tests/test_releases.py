@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -115,13 +116,15 @@ def test_temporary_and_hidden_files_are_not_part_of_a_release(settings: Settings
     assert _signing(settings).scan() == {VERSION}
 
 
-@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.symlink_to(p.parent / "absent")],
-                         ids=["directory", "dangling-symlink"])
-def test_a_bin_that_is_not_a_regular_file_is_a_problem(settings: Settings, make) -> None:
+@pytest.mark.parametrize(("make", "problem"), [
+    (lambda p: p.mkdir(), "client_cert.bin is not a regular file"),
+    (lambda p: p.symlink_to(p.parent / "absent"), "client_cert.bin is a symbolic link; only regular files are read"),
+], ids=["directory", "dangling-symlink"])
+def test_a_bin_that_is_not_a_regular_file_is_a_problem(settings: Settings, make, problem: str) -> None:
     write_release(settings.partitions_dir, "v2.0.0")
     make(_release_dir(settings, "v2.0.0") / "client_cert.bin")
     index = _signing(settings).build()
-    assert index.problems["v2.0.0"] == "client_cert.bin is not a regular file"
+    assert index.problems["v2.0.0"] == problem
     assert list(index.releases) == [VERSION]
 
 
@@ -297,3 +300,48 @@ def test_build_keeps_problems_of_releases_not_reread_and_clears_fixed_ones(setti
 def test_release_document_sha256(settings: Settings) -> None:
     release: Release = _index(settings).releases[VERSION]
     assert release.document_sha256 == hashlib.sha256(release.document).hexdigest()
+
+
+# -- containment -----------------------------------------------------------------------
+
+
+def test_a_symlinked_release_directory_is_neither_served_nor_a_problem(settings: Settings, tmp_path_factory) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    write_release(outside, "v2.0.0")
+    (settings.partitions_dir / "v2.0.0").symlink_to(outside / "v2.0.0")
+    index = _signing(settings).build()
+    assert list(index.releases) == [VERSION] and not index.problems
+    assert not (settings.manifests_dir / "v2.0.0.json").exists()
+
+
+def test_a_hard_linked_file_makes_its_release_a_problem(settings: Settings) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    (_release_dir(settings, "v2.0.0") / "mfg_nvs.bin").hardlink_to(settings.keys_file)
+    index = _signing(settings).build()
+    assert index.problems["v2.0.0"].startswith("mfg_nvs.bin has 2 hard links")
+    assert not (settings.manifests_dir / "v2.0.0.json").exists()
+
+
+@pytest.mark.parametrize("make", [lambda latest, keys: latest.symlink_to(keys),
+                                  lambda latest, keys: latest.write_bytes(keys.read_bytes())],
+                         ids=["symlink", "copy"])
+def test_an_invalid_pin_names_no_release_and_is_never_logged(settings: Settings, caplog, make) -> None:
+    make(settings.latest_file, settings.keys_file)
+    with caplog.at_level(logging.INFO):
+        index = _signing(settings).build()
+    assert index.pinned == ""
+    with pytest.raises(Unavailable) as raised:
+        index.latest()
+    tokens = [key["Token"] for key in json.loads(settings.keys_file.read_text())]
+    assert "pin refused" in caplog.text
+    assert not [t for t in tokens if t in caplog.text or t in raised.value.message]
+
+
+def test_a_release_that_is_not_servable_says_so_without_the_detail(settings: Settings) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    (settings.manifests_dir / "v2.0.0.json").mkdir(parents=True)
+    index = _signing(settings).build()
+    assert str(settings.manifests_dir) in index.problems["v2.0.0"]  # for the log and /status
+    with pytest.raises(Unavailable) as raised:
+        index.release("v2.0.0")
+    assert raised.value.message == "release v2.0.0 is not servable; the server log and /status say why"

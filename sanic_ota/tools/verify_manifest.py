@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from sanic_ota import manifest as manifests
+from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import OtaError
 from sanic_ota.releases import Indexer
 from sanic_ota.settings import Settings
@@ -34,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     path = args.manifest or settings.manifests_dir / f"{args.version}.json"
     try:
         verifier = load_verifier(args.public_key or settings.public_key_path)
-        manifest = manifests.verify(Path(path).read_bytes(), verifier, args.version)
+        if args.manifest:  # a file the auditor named: read wherever it is
+            document: bytes | None = args.manifest.read_bytes()
+        else:  # the server's manifests/: read the way the server does, never through a symlink
+            document = ReleaseTree(settings.partitions_dir, settings.manifests_dir).read_manifest(args.version)
+        if document is None:
+            print(f"FAIL {path}: no such manifest", file=sys.stderr)
+            return 1
+        manifest = manifests.verify(document, verifier, args.version)
     except OSError as e:
         print(f"FAIL {path}: {e.strerror}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ The module parses responses by searching bytes (see ``shared/esp-at-client.md``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from sanic.response import json as json_response
 
 from sanic_ota.audit import AuditRecord
 from sanic_ota.errors import OtaError
+from sanic_ota.filecache import Image
 
 logger = logging.getLogger("sanic_ota.web")
 
@@ -46,6 +48,12 @@ CHUNK_SIZE = 1024 * 1024
 #: whose buffer has not drained within GRACEFUL_TCP_CLOSE_TIMEOUT (5 s): with a large
 #: last write a module on slow Wi-Fi lost the end of its image (bench/, figure 4).
 LAST_CHUNK_SIZE = 16 * 1024
+
+#: Bytes read per step from a verified copy on disk (a file larger than the cache).
+#: The read result is a new ``bytes`` that lives until the transport has sent it, so
+#: this, plus the transport's buffer, is what a slow module costs per connection;
+#: smaller than ``CHUNK_SIZE`` because here every chunk is a fresh allocation.
+COPY_READ_SIZE = 256 * 1024
 
 #: Body bytes in the first write. Sanic joins the header block and the first ``send``
 #: into one new ``bytes`` (a copy that lives until the slow module has read it), so
@@ -124,30 +132,53 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
     return error_response(500, "internal server error")
 
 
-async def send_image(request: Request, data: bytes, audit: AuditRecord) -> None:
-    """Stream ``data`` with exact-case ``Content-Length: `` and bounded memory.
+def body_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
+    """The (start, stop) of each write: a small first, ``chunk_size`` middles, a small last."""
+    if not length:
+        return []
+    first = min(length, FIRST_CHUNK_SIZE)
+    last = max(first, length - LAST_CHUNK_SIZE)
+    spans = [(0, first)]
+    spans += [(start, min(start + chunk_size, last)) for start in range(first, last, chunk_size)]
+    if last < length:
+        spans.append((last, length))
+    return spans
+
+
+async def send_image(request: Request, image: Image, audit: AuditRecord) -> None:
+    """Stream ``image`` with exact-case ``Content-Length: `` and bounded memory.
 
     Sanic writes the header block and the first ``send`` in one transport write,
     which gives the module headers plus magic bytes in its first 1024-byte read.
-    ``memoryview`` slices share the cached image instead of copying it per request.
+    Bytes in memory go out as ``memoryview`` slices, shared instead of copied per
+    request; a verified copy on disk is read ``COPY_READ_SIZE`` at a time in a
+    thread, so the loop never waits on the disk. The first read happens before
+    the headers are sent: if it fails, the module gets a JSON error, not half an image.
     ``audit.bytes`` counts what was handed to the transport, for the audit log.
     """
+    if isinstance(image, bytes):
+        view = memoryview(image)
+        length, spans = len(view), body_spans(len(view), CHUNK_SIZE)
+
+        async def read(start: int, stop: int) -> bytes | memoryview:
+            return view[start:stop]
+    else:
+        length, spans = image.length, body_spans(image.length, COPY_READ_SIZE)
+
+        async def read(start: int, stop: int) -> bytes | memoryview:
+            return await asyncio.to_thread(image.read, start, stop)
+
+    first = await read(*spans[0]) if spans else b""
     response = await request.respond(
-        headers={"Content-Length": str(len(data))},
+        headers={"Content-Length": str(length)},
         content_type="application/octet-stream",
     )
-    if not data:
+    if not spans:
         await response.send(b"", end_stream=True)
         return
-    view = memoryview(data)
-    first = min(len(view), FIRST_CHUNK_SIZE)
-    last = max(first, len(view) - LAST_CHUNK_SIZE)
-    await response.send(view[:first])
-    audit.bytes += first
-    for start in range(first, last, CHUNK_SIZE):
-        chunk = view[start : min(start + CHUNK_SIZE, last)]
+    await response.send(first)
+    audit.bytes += len(first)
+    for start, stop in spans[1:]:
+        chunk = await read(start, stop)
         await response.send(chunk)
         audit.bytes += len(chunk)
-    if last < len(view):
-        await response.send(view[last:])
-        audit.bytes += len(view) - last

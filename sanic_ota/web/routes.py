@@ -17,6 +17,7 @@ from sanic.response import raw
 
 from sanic_ota.audit import AuditRecord
 from sanic_ota.errors import BadRequest, NotFound
+from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
 from sanic_ota.releases import Index
 from sanic_ota.state import State
@@ -90,17 +91,18 @@ async def download(request: Request, version: str, filename: str) -> None:
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
-    path = state.settings.partitions_dir / version / filename
-    data = state.files.cached(path, entry)
-    if data is None:
-        data = await asyncio.to_thread(state.files.load, path, entry)
+    image = state.files.cached(version, filename, entry)
+    if image is None:
+        image = await asyncio.to_thread(state.files.load, version, filename, entry)
     request.ctx.streaming = True  # the response is logged here, once the body is sent
     metrics.IN_FLIGHT.inc()
     outcome = "aborted"
     try:
-        await send_image(request, data, audit)
+        await send_image(request, image, audit)
         outcome = "completed"
     finally:
+        if isinstance(image, VerifiedCopy):
+            image.close()  # this download's handle; the copy lives on while others read it
         metrics.IN_FLIGHT.dec()
         audit.finish(200, audit.bytes, outcome)
         request.app.ctx.emit(request, audit)

@@ -50,3 +50,12 @@ def test_a_bad_magic_release_signs_nothing(settings: Settings, workdir: Path) ->
 def test_a_release_name_that_is_not_plain_is_refused(settings: Settings, workdir: Path) -> None:
     result = run_build_manifest(settings, "../outside", workdir)
     assert result.returncode == 1 and "plain name" in result.stderr
+
+
+def test_a_linked_file_signs_nothing(settings: Settings, workdir: Path) -> None:
+    directory = write_release(settings.partitions_dir, "v2.0.0")
+    (directory / "mfg_nvs.bin").hardlink_to(workdir / "keys.json")  # the keys file, as a custom partition
+    result = run_build_manifest(settings, "v2.0.0", workdir)
+    assert result.returncode == 1
+    assert "build_manifest: v2.0.0: mfg_nvs.bin has 2 hard links" in result.stderr
+    assert not (settings.manifests_dir / "v2.0.0.json").exists()

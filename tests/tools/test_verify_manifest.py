@@ -86,6 +86,22 @@ def test_missing_manifest_or_key(signed: Settings, tmp_path: Path, capsys: pytes
     assert "not found" in capsys.readouterr().err
 
 
+def test_links_are_refused_as_the_server_refuses_them(signed: Settings, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = signed.manifests_dir / f"{VERSION}.json"
+    shutil.move(manifest, tmp_path / "m.json")
+    manifest.symlink_to(tmp_path / "m.json")
+    assert verify_manifest.main([VERSION]) == 1
+    assert f"manifests/{VERSION}.json is a symbolic link" in capsys.readouterr().err
+    manifest.unlink()
+    shutil.move(tmp_path / "m.json", manifest)
+    cert = signed.partitions_dir / VERSION / "mqtt_ca.bin"
+    shutil.move(cert, tmp_path / "mqtt_ca.bin")
+    cert.symlink_to(tmp_path / "mqtt_ca.bin")  # the very bytes the manifest lists, but through a link
+    assert verify_manifest.main([VERSION, "--files"]) == 1
+    assert "mqtt_ca.bin is a symbolic link" in capsys.readouterr().err
+
+
 # -- the auditor's commands ------------------------------------------------------------------
 
 

@@ -10,7 +10,15 @@ from sanic.exceptions import RequestCancelled, SanicException
 from sanic.headers import format_http1_response
 
 from sanic_ota import errors
-from sanic_ota.web.responses import CLIENT_CLOSED, esp_json, for_the_module, handle_exception
+from sanic_ota.web.responses import (
+    CLIENT_CLOSED,
+    FIRST_CHUNK_SIZE,
+    LAST_CHUNK_SIZE,
+    body_spans,
+    esp_json,
+    for_the_module,
+    handle_exception,
+)
 
 ALL_ERRORS = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.OtaError)]
 
@@ -59,3 +67,16 @@ def test_a_client_gone_before_its_answer_is_marked_not_an_error(request_stub, ca
     response = handle_exception(request_stub, RequestCancelled())
     assert response.status == CLIENT_CLOSED and request_stub.ctx.client_gone
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("length", [0, 1, FIRST_CHUNK_SIZE, FIRST_CHUNK_SIZE + 1, FIRST_CHUNK_SIZE + LAST_CHUNK_SIZE,
+                                    FIRST_CHUNK_SIZE + LAST_CHUNK_SIZE + 1, 1_000_000, 5 * 1024 * 1024 + 7])
+def test_body_spans_cover_the_image_once_small_first_and_last(length: int) -> None:
+    spans = body_spans(length, 256 * 1024)
+    if length == 0:
+        assert spans == []
+        return
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert [b for _, b in spans[:-1]] == [a for a, _ in spans[1:]]  # contiguous, in order
+    assert all(0 < b - a <= 256 * 1024 for a, b in spans)
+    assert spans[0][1] <= FIRST_CHUNK_SIZE and spans[-1][1] - spans[-1][0] <= LAST_CHUNK_SIZE

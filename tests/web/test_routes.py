@@ -177,3 +177,29 @@ def test_manifest_endpoints(app: Sanic, workdir: Path) -> None:
     assert hashlib.sha256(document.body).hexdigest() == entry["sha256"]
     assert get(app, "/v1/manifest/v9").status == 404
     assert get(app, "/v1/manifest/", headers={}).status == 401
+
+
+def test_a_file_larger_than_the_cache_goes_out_like_any_other(workdir: Path) -> None:
+    """From a verified copy: exact bytes, headers with the first bytes, a small last write."""
+    from conftest import example, settings_for
+
+    from sanic_ota.web.responses import LAST_CHUNK_SIZE
+
+    image = example.build_app_image("v7.0.0", size=700_000)
+    (workdir / "partitions" / "v7.0.0").mkdir()
+    (workdir / "partitions" / "v7.0.0" / "ota.bin").write_bytes(image)
+    app = create_app(settings_for(workdir, cache_bytes=64 * 1024))
+    writes: list[bytes] = []
+
+    @app.signal("http.lifecycle.send")
+    async def record(data: bytes) -> None:
+        writes.append(bytes(data))
+
+    for _ in range(2):  # the first loads and copies, the second is served from the copy
+        writes.clear()
+        response = get(app, download_url("v7.0.0"))
+        assert response.status == 200 and response.body == image
+        assert response.headers["content-length"] == str(len(image))
+        head, sep, body_start = writes[0].partition(b"\r\n\r\n")
+        assert b"\r\nContent-Length: " in head and body_start[:1] == b"\xe9"
+        assert len(writes[-1]) <= LAST_CHUNK_SIZE
