@@ -149,7 +149,7 @@ def start_download(proc: ServerProcess, version: str) -> tuple[socket.socket, by
     grows to ``tcp_wmem``'s maximum, 4 MiB by default); the rest waits in the server.
     """
     sock = socket.create_connection((proc.host, proc.port), timeout=30)
-    sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={version}&filename=mfg_nvs.bin HTTP/1.1\r\n"
+    sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={version}&filename=factory_param.bin HTTP/1.1\r\n"
                  f"Host: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
     return sock, bytearray(sock.recv(1024))
 
@@ -161,6 +161,9 @@ def finish_download(sock: socket.socket, data: bytearray) -> bytes:
         while len(data) - len(head) - 4 < length and (chunk := sock.recv(1 << 20)):
             data += chunk
     return bytes(data.partition(b"\r\n\r\n")[2])
+
+
+FACTORY_MAGIC = b"\xfc\xfc"
 
 
 def test_a_file_larger_than_the_cache_is_streamed_with_bounded_memory(tmp_path_factory) -> None:
@@ -175,13 +178,13 @@ def test_a_file_larger_than_the_cache_is_streamed_with_bounded_memory(tmp_path_f
     workdir = tmp_path_factory.mktemp("large")
     release = workdir / "partitions" / "v5.0.0"
     release.mkdir(parents=True)
-    image = os.urandom(LARGE_SIZE)
-    (release / "mfg_nvs.bin").write_bytes(image)
+    image = FACTORY_MAGIC + os.urandom(LARGE_SIZE - 2)  # a partition the firmware knows
+    (release / "factory_param.bin").write_bytes(image)
     save_keys(workdir / "keys.json", [Key("device-1", TOKEN)])
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_CACHE_BYTES=str(64 * 1024))
     with ServerProcess(env, cwd=workdir) as proc:
         pid = worker_pid(proc)
-        assert download(proc.host, proc.port, TOKEN, "v5.0.0", "mfg_nvs", partition_size=LARGE_SIZE) == image
+        assert download(proc.host, proc.port, TOKEN, "v5.0.0", "factory_param", partition_size=LARGE_SIZE) == image
         before = rss_bytes(pid)
         stalled = [start_download(proc, "v5.0.0") for _ in range(STALLED)]
         peak = before
@@ -193,14 +196,14 @@ def test_a_file_larger_than_the_cache_is_streamed_with_bounded_memory(tmp_path_f
 
         # replaced in place mid-download: the download in flight keeps the verified bytes
         in_flight = start_download(proc, "v5.0.0")
-        new_image = os.urandom(LARGE_SIZE)
-        with open(release / "mfg_nvs.bin", "r+b") as handle:
+        new_image = FACTORY_MAGIC + os.urandom(LARGE_SIZE - 2)
+        with open(release / "factory_param.bin", "r+b") as handle:
             handle.write(new_image)
         assert finish_download(*in_flight) == image
         deadline = time.monotonic() + 15
         while True:  # old bytes, then errors, then the re-signed new bytes: never a mix
             try:
-                body = download(proc.host, proc.port, TOKEN, "v5.0.0", "mfg_nvs", partition_size=LARGE_SIZE)
+                body = download(proc.host, proc.port, TOKEN, "v5.0.0", "factory_param", partition_size=LARGE_SIZE)
             except ModuleError:
                 body = None
             assert body in (None, image, new_image)

@@ -188,10 +188,12 @@ def test_only_connections_not_yet_authenticated_count(workdir: Path) -> None:
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_MAX_UNAUTHENTICATED_CONNECTIONS="2")
     query = "GET /v1/device/rom/ HTTP/1.1\r\nHost: x\r\nAuthorization: token {}\r\n\r\n"
     with ServerProcess(env, cwd=workdir) as proc:
-        modules = [socket.create_connection((proc.host, proc.port), timeout=5) for _ in range(3)]
-        for sock in modules:  # one after the other: each is counted until its request passes
+        modules = []
+        for _ in range(3):  # one after the other: each is counted until its request passes
+            sock = socket.create_connection((proc.host, proc.port), timeout=5)
             sock.sendall(query.format(TOKEN).encode())
             assert b" 200 " in sock.recv(4096).split(b"\r\n", 1)[0]
+            modules.append(sock)  # kept open: an authenticated keep-alive connection
         wrong = socket.create_connection((proc.host, proc.port), timeout=5)
         wrong.sendall(query.format("9" * 40).encode())
         assert b" 403 " in wrong.recv(4096).split(b"\r\n", 1)[0]
