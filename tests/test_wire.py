@@ -46,12 +46,12 @@ def test_pin_holds_a_release_back(workdir: Path) -> None:
 def test_listing_of_many_versions_fits_the_module_buffer(workdir: Path) -> None:
     image = (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
     for n in range(150):
-        directory = workdir / "partitions" / f"v3.{n}.0-release-candidate-with-a-long-name"
+        directory = workdir / "partitions" / f"v3.{n}.0-preview.{n:032d}"
         directory.mkdir()
         (directory / "ota.bin").write_bytes(image)
     with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
         versions = list_versions(proc.host, proc.port, TOKEN)
-        assert versions[0] == "v3.149.0-release-candidate-with-a-long-name"
+        assert versions[0] == f"v3.149.0-preview.{149:032d}"
         assert 50 < len(versions) < 151
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/v1/device/rom",
                                          headers={"Authorization": f"token {TOKEN}"})
