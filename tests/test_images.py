@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from esptool.bin_image import ESP32FirmwareImage
+from esptool.loader import ESPLoader
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sanic_ota.errors import ImageError
-from sanic_ota.images import PARTITION_MAGIC, check_magic, describe_app_image, inspect
+from sanic_ota.images import PARTITION_MAGIC, check_magic, describe_app_image, inspect, xor_bytes
 
 _TOOL = Path(__file__).resolve().parent.parent / "tools" / "make_example_release.py"
 _spec = importlib.util.spec_from_file_location("make_example_release", _TOOL)
@@ -253,3 +258,17 @@ def test_main_writes_release(tmp_path: Path) -> None:
 def test_main_refuses_path_as_version(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         tool.main(["--partitions", str(tmp_path), "--version", "../escape"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.integers(0, 255))
+def test_xor_bytes_is_esptools_checksum(data: bytes, state: int) -> None:
+    assert xor_bytes(data, state) == ESPLoader.checksum(data, state)
+
+
+def test_the_checksum_agrees_with_esptool_on_a_large_image() -> None:
+    image = ESP32FirmwareImage(io.BytesIO(tool.build_app_image("v1", size=1_600_000)))
+    calculated = ESPLoader.ESP_CHECKSUM_MAGIC
+    for segment in image.segments:
+        calculated = xor_bytes(segment.data, calculated)
+    assert calculated == image.calculate_checksum() == image.checksum
