@@ -35,7 +35,7 @@ from sanic_ota.files import locked, write_atomic
 from sanic_ota.manifest import FileEntry, Manifest
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier
-from sanic_ota.versions import check_name, is_plain_name, newest_first
+from sanic_ota.versions import check_name, is_plain_name, is_version, newest, newest_first
 
 logger = logging.getLogger("sanic_ota.releases")
 
@@ -69,24 +69,49 @@ class Index:
     releases: Mapping[str, Release] = field(default_factory=dict)
     problems: Mapping[str, str] = field(default_factory=dict)
     pinned: str | None = None
+    #: every release directory found on disk, servable or not; always holds
+    #: ``releases`` and ``problems``, and may hold directories not indexed yet
+    present: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        present = frozenset(self.present) | self.releases.keys() | self.problems.keys()
+        object.__setattr__(self, "present", present)
 
     @cached_property
     def _newest_first(self) -> tuple[str, ...]:
         return tuple(newest_first(self.releases))  # the index never changes: sort once
 
     def versions(self) -> list[str]:
+        """Servable releases, versions newest first, then names that are not versions."""
         return list(self._newest_first)
+
+    @cached_property
+    def unversioned(self) -> tuple[str, ...]:
+        """Directories present whose names are not versions: never offered as the newest."""
+        return tuple(sorted(name for name in self.present if not is_version(name)))
+
+    @cached_property
+    def listed(self) -> tuple[str, ...]:
+        """What ``AT+CIPFWVER?`` lists: every version present, servable or not, newest first,
+        then servable names that are not versions; so its first entry is never older than
+        what the version query treats as newest."""
+        return tuple(newest_first({v for v in self.present if is_version(v)} | self.releases.keys()))
 
     def release(self, version: str) -> Release:
         try:
             return self.releases[version]
         except KeyError:
-            if version in self.problems:
-                raise Unavailable(f"release {version} is not servable: {self.problems[version]}") from None
+            if version in self.present:  # why is in the log and /status, not in a device's answer
+                raise Unavailable(f"release {version} is not servable now") from None
             raise NotFound(f"no release {version}") from None
 
     def latest(self) -> Release:
-        """What plain ``AT+CIUPDATE`` installs: the pinned release, else the newest."""
+        """What plain ``AT+CIUPDATE`` installs: the pinned release, else the newest present.
+
+        Never an older release in place of a newer one that is present but not servable
+        (being copied, truncated, unsigned for a full disk): a module already on the
+        newer one would install the older one. Such a moment answers 503 instead.
+        """
         if self.pinned is not None:
             if self.pinned not in self.releases:
                 raise Unavailable(
@@ -94,10 +119,23 @@ class Index:
                     "fix the pin or the release"
                 )
             return self.releases[self.pinned]
-        versions = self.versions()
-        if not versions:
+        candidates = self._newest
+        if not candidates and self.unversioned:
+            raise NotFound("no release has a version name; the others are downloadable by name only")
+        if not candidates:
             raise NotFound("no release is available")
-        return self.releases[versions[0]]
+        if len(candidates) > 1:
+            raise Unavailable(f"releases {' and '.join(candidates)} are the same version; "
+                              "the newest is ambiguous until one is removed")
+        version = candidates[0]
+        if version not in self.releases:
+            raise Unavailable(f"the newest release, {version}, is not servable now; "
+                              "no older release is offered in its place")
+        return self.releases[version]
+
+    @cached_property
+    def _newest(self) -> list[str]:
+        return newest(self.present)
 
 
 class Indexer:
@@ -125,6 +163,13 @@ class Indexer:
 
     def build(self, previous: Index | None = None, versions: Iterable[str] | None = None) -> Index:
         """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``."""
+        index = self._build(previous, versions)
+        if index.unversioned and (previous is None or previous.unversioned != index.unversioned):
+            logger.warning("not offered as the newest release, since their names are not versions "
+                           "(still downloadable by name): %s", ", ".join(index.unversioned))
+        return index
+
+    def _build(self, previous: Index | None, versions: Iterable[str] | None) -> Index:
         on_disk = self.scan()
         todo = on_disk if versions is None or previous is None else set(versions) & on_disk
         releases = {v: r for v, r in (previous.releases if previous else {}).items() if v in on_disk}
@@ -138,7 +183,7 @@ class Indexer:
                 problems[version] = e.message if isinstance(e, OtaError) else f"{e.strerror}: {e.filename}"
                 self.events("failed", version)
                 logger.error("release %s is NOT served: %s", version, problems[version])
-        return Index(releases=releases, problems=problems, pinned=self.read_pin())
+        return Index(releases=releases, problems=problems, pinned=self.read_pin(), present=frozenset(on_disk))
 
     def read_pin(self) -> str | None:
         try:

@@ -297,3 +297,115 @@ def test_build_keeps_problems_of_releases_not_reread_and_clears_fixed_ones(setti
 def test_release_document_sha256(settings: Settings) -> None:
     release: Release = _index(settings).releases[VERSION]
     assert release.document_sha256 == hashlib.sha256(release.document).hexdigest()
+
+
+# -- never a downgrade, only versions are newest ------------------------------------------
+
+
+def _r(version: str, serial: int = 1) -> Release:
+    return Release(version, manifests.Manifest(version, serial, "2026-01-01T00:00:00Z", {}), b"{}")
+
+
+@pytest.mark.parametrize(
+    ("servable", "present", "expected"),
+    [
+        (["v1.0.0", "old", "backup-2019", "latest"], [], "v1.0.0"),
+        (["v2.0.0rc1", "v2.0.0", "v1.10.0"], [], "v2.0.0"),
+        (["v2.0.0rc1", "v1.10.0"], [], "v2.0.0rc1"),
+        (["v1.9.2", "v1.10.0", "zzz"], [], "v1.10.0"),
+        (["v1.0.0", "2019-05-01"], [], "v1.0.0"),
+        (["v1.0.0"], ["old", "v0.9"], "v1.0.0"),
+    ],
+)
+def test_latest_is_the_newest_version_and_names_that_are_not_versions_never_win(
+    servable: list[str], present: list[str], expected: str
+) -> None:
+    index = Index(releases={v: _r(v) for v in servable}, present=frozenset(present))
+    assert index.latest().version == expected
+
+
+@pytest.mark.parametrize(
+    ("servable", "problems", "present", "newest"),
+    [
+        (["v1.0.0"], ["v2.0.0"], [], "v2.0.0"),  # refused (truncated file, full disk...)
+        (["v1.0.0"], [], ["v2.0.0"], "v2.0.0"),  # on disk, not indexed yet
+        (["v1.0.0", "v2.0.0rc1"], ["v2.0.0"], [], "v2.0.0"),
+        (["v1.0.0", "old"], ["v1.0.1"], ["backup-2019"], "v1.0.1"),
+    ],
+)
+def test_latest_never_answers_older_than_the_newest_version_present(
+    servable: list[str], problems: list[str], present: list[str], newest: str
+) -> None:
+    index = Index(releases={v: _r(v) for v in servable},
+                  problems={v: "cannot read /srv/ota/partitions/x/ota.bin" for v in problems},
+                  present=frozenset(present))
+    with pytest.raises(Unavailable) as refused:
+        index.latest()
+    assert refused.value.message == (f"the newest release, {newest}, is not servable now; "
+                                     "no older release is offered in its place")
+    assert index.listed[0] == newest  # AT+CIPFWVER? shows the same newest first
+
+
+def test_a_pin_still_holds_back_while_a_newer_release_is_broken() -> None:
+    index = Index(releases={"v1.0.0": _r("v1.0.0")}, problems={"v2.0.0": "bad"}, pinned="v1.0.0")
+    assert index.latest().version == "v1.0.0"
+
+
+def test_two_names_of_the_newest_version_are_ambiguous() -> None:
+    index = Index(releases={v: _r(v) for v in ("v1.0.0", "v2.0.0", "2.0.0+ci.7")})
+    with pytest.raises(Unavailable, match=r"releases 2\.0\.0\+ci\.7 and v2\.0\.0 are the same version"):
+        index.latest()
+
+
+def test_only_names_that_are_not_versions_is_not_found() -> None:
+    index = Index(releases={"old": _r("old")})
+    with pytest.raises(NotFound, match="no release has a version name"):
+        index.latest()
+    assert index.release("old").version == "old"  # still downloadable by name
+
+
+def test_a_refused_release_says_so_without_the_detail() -> None:
+    index = Index(releases={}, problems={"v2.0.0": "no manifest /srv/ota/manifests/v2.0.0.json"})
+    with pytest.raises(Unavailable) as refused:
+        index.release("v2.0.0")
+    assert refused.value.message == "release v2.0.0 is not servable now"
+
+
+def test_listed_has_every_version_present_then_other_servable_names() -> None:
+    index = Index(releases={v: _r(v) for v in ("v1.0.0", "old", "v0.9")}, problems={"v2.0.0": "x", "junk": "y"},
+                  present=frozenset({"v1.5.0", "backup-2019"}))
+    assert index.listed == ("v2.0.0", "v1.5.0", "v1.0.0", "v0.9", "old")
+    assert index.versions() == ["v1.0.0", "v0.9", "old"]
+    assert index.unversioned == ("backup-2019", "junk", "old")
+
+
+def test_build_knows_every_directory_present(settings: Settings) -> None:
+    indexer = _signing(settings)
+    first = indexer.build()
+    write_release(settings.partitions_dir, "v2.0.0")
+    (settings.partitions_dir / "v2.0.0" / "ota.bin").write_bytes(b"\xe9 truncated")
+    (settings.partitions_dir / "v3.0.0").mkdir()
+    index = indexer.build(first, {"v2.0.0"})  # v3.0.0 is not indexed yet, but it is there
+    assert index.present == {VERSION, "v2.0.0", "v3.0.0"}
+    assert "v2.0.0" in index.problems and "v3.0.0" not in index.problems
+    with pytest.raises(Unavailable, match="v3.0.0, is not servable"):
+        index.latest()
+
+
+def test_names_that_are_not_versions_are_logged_once_per_change(settings: Settings, caplog) -> None:
+    for name in ("old", "backup-2019"):
+        write_release(settings.partitions_dir, name)
+    indexer = _signing(settings)
+    with caplog.at_level("WARNING", logger="sanic_ota.releases"):
+        first = indexer.build()
+        second = indexer.build(first, {VERSION})
+        write_release(settings.partitions_dir, "2019-05-01")
+        indexer.build(second, {"2019-05-01"})
+    lines = [r.getMessage() for r in caplog.records if "names are not versions" in r.getMessage()]
+    assert lines == [
+        "not offered as the newest release, since their names are not versions (still downloadable by name): "
+        "backup-2019, old",
+        "not offered as the newest release, since their names are not versions (still downloadable by name): "
+        "2019-05-01, backup-2019, old",
+    ]
+    assert set(first.releases) == {VERSION, "old", "backup-2019"} and first.latest().version == VERSION

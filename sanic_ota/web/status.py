@@ -75,6 +75,7 @@ def render_status(index: Index, keyid: str, snapshot: Snapshot, generated: str) 
         f"<style>{CSS}</style></head><body><h1>sanic_ota status</h1>",
         f"<p class=muted>Generated {escape(generated)}. Manifest signing key <code>{escape(keyid)}</code>.</p>",
         _latest(index),
+        _unversioned(index),
         _downloads(index, snapshot),
     ]
     counts = {key: sum(row) for key, row in snapshot.downloads.items()}
@@ -95,6 +96,14 @@ def _latest(index: Index) -> str:
         return f"<p>Plain <code>AT+CIUPDATE</code> gets: <span class=bad>nothing ({escape(e.message)})</span></p>"
     why = "pinned in partitions/LATEST" if index.pinned is not None else "the newest release"
     return f"<p>Plain <code>AT+CIUPDATE</code> gets: <b class=ok>{escape(release.version)}</b> ({why})</p>"
+
+
+def _unversioned(index: Index) -> str:
+    if not index.unversioned:
+        return ""
+    names = ", ".join(f"<code>{escape(name)}</code>" for name in index.unversioned)
+    return (f"<p>Never offered as the newest, since the name is not a version (README, Releases); "
+            f"downloadable by name: {names}</p>")
 
 
 def _downloads(index: Index, snapshot: Snapshot) -> str:
