@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import VERSION, example, settings_for, write_release
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sanic_ota import identities, releases
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import NotFound, Unavailable
+from sanic_ota.files import locked
+from sanic_ota.identities import IDENTITIES_FILE
+from sanic_ota.manifest import FileEntry
 from sanic_ota.releases import SERIALS_FILE, Index, Indexer, Release, is_release_file
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer
@@ -409,3 +415,114 @@ def test_names_that_are_not_versions_are_logged_once_per_change(settings: Settin
         "2019-05-01, backup-2019, old",
     ]
     assert set(first.releases) == {VERSION, "old", "backup-2019"} and first.latest().version == VERSION
+
+
+# -- start-up: what a restart reads, what a build writes -------------------------------
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file hashed and inspected, in order (the real work is still done)."""
+    names: list[str] = []
+    describe = FileEntry.describe.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[FileEntry], filename: str, data: bytes) -> FileEntry:
+        names.append(filename)
+        return describe(cls, filename, data)
+
+    monkeypatch.setattr(FileEntry, "describe", classmethod(counting))
+    return names
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written by the test count as settled at once (the real default is 2 s)."""
+    monkeypatch.setattr(identities, "SETTLE_SECONDS", 0.0)
+
+
+def _make(settings: Settings, mode: str) -> Indexer:
+    return _signing(settings) if mode == "signs" else _offline(settings)
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_a_restart_hashes_no_file_that_did_not_change(
+    settings: Settings, hashed: list[str], settled: None, mode: str
+) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    first = _signing(settings).build()
+    assert len(hashed) == 4
+    hashed.clear()
+    again = _make(settings, mode).build()  # a new process: nothing in memory
+    assert hashed == []
+    assert {v: r.document for v, r in again.releases.items()} == {v: r.document for v, r in first.releases.items()}
+    assert not again.problems
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_a_file_changed_while_down_is_hashed_again_even_with_its_size_and_mtime(
+    settings: Settings, hashed: list[str], settled: None, mode: str
+) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    _signing(settings).build()
+    cert = _release_dir(settings) / "mqtt_ca.bin"
+    before = cert.stat()
+    data = bytearray(cert.read_bytes())
+    data[-1] ^= 0xFF
+    cert.write_bytes(bytes(data))
+    os.utime(cert, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `touch -r` would
+    assert (cert.stat().st_size, cert.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    hashed.clear()
+    index = _make(settings, mode).build()
+    assert sorted(hashed) == ["mqtt_ca.bin", "ota.bin"]  # that release only, every file of it
+    if mode == "signs":
+        entry = index.releases[VERSION].manifest.files["mqtt_ca.bin"]
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+        assert index.releases[VERSION].manifest.serial == 2
+    else:
+        assert "mqtt_ca.bin does not match its manifest" in index.problems[VERSION]
+    assert "v2.0.0" in index.releases
+
+
+def test_a_file_changed_just_before_it_was_hashed_is_hashed_again_next_time(
+    settings: Settings, hashed: list[str]
+) -> None:
+    _signing(settings).build()  # the files were written a moment ago: their identity may not settle yet
+    hashed.clear()
+    _signing(settings).build()
+    assert sorted(hashed) == ["mqtt_ca.bin", "ota.bin"]
+    assert not (settings.manifests_dir / IDENTITIES_FILE).exists()
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_records_are_written_once_per_build(
+    settings: Settings, settled: None, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    for n in range(3):
+        write_release(settings.partitions_dir, f"v2.{n}.0")
+    if mode == "offline":  # manifests signed elsewhere, then served: serials and identities are new here
+        _signing(settings).build()
+        for name in (SERIALS_FILE, IDENTITIES_FILE):
+            (settings.manifests_dir / name).unlink()
+    writes: list[str] = []
+    write_atomic = releases.write_atomic
+
+    def counting(path: Path, data: bytes, *args: object, **kwargs: object) -> None:
+        writes.append(Path(path).name)
+        write_atomic(path, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(releases, "write_atomic", counting)
+    index = _make(settings, mode).build()
+    assert len(index.releases) == 4
+    assert writes.count(SERIALS_FILE) == 1 and writes.count(IDENTITIES_FILE) == 1
+    assert json.loads((settings.manifests_dir / SERIALS_FILE).read_text()) == dict.fromkeys(index.releases, 1)
+    writes.clear()
+    _make(settings, mode).build()
+    assert writes == []  # nothing changed: nothing written
+
+
+def test_a_restart_with_nothing_to_write_does_not_wait_for_the_lock(settings: Settings, settled: None) -> None:
+    _signing(settings).build()
+    done = threading.Event()
+    with locked(settings.manifests_dir / releases.LOCK_FILE):  # another worker signing for a long time
+        threading.Thread(target=lambda: (_signing(settings).build(), done.set()), daemon=True).start()
+        assert done.wait(10)
