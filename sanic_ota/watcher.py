@@ -239,7 +239,7 @@ class Watcher:
         merge(self.seen, await asyncio.to_thread(snapshot, self.layout, Plan(pin=True)))
         pinned = await asyncio.to_thread(state.indexer.read_pin)
         state.index = replace(state.index, pinned=pinned)
-        logger.info("pin is now %s", state.index.pinned or "(none: newest)")
+        logger.info("pin is now %s", "(none: newest)" if pinned is None else pinned or "(unusable: refused)")
 
     async def rescan(self) -> None:
         """Compare a stat signature of everything followed with the last one."""

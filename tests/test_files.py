@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sanic_ota.files import locked, open_to_others, write_atomic
+from sanic_ota.files import locked, make_durable, open_to_others, write_atomic
 
 
 def _mode(path: Path) -> int:
@@ -102,3 +102,15 @@ def test_locked_waits_for_the_holder(tmp_path: Path) -> None:
         assert waited > 0.2
     finally:
         holder.wait(timeout=20)
+
+
+def test_files_written_without_waiting_for_the_disk_are_flushed_together(tmp_path: Path) -> None:
+    paths = [tmp_path / f"v{n}.json" for n in range(40)]
+    for n, path in enumerate(paths):
+        write_atomic(path, f"manifest {n}".encode(), durable=False)
+    make_durable(paths)
+    assert [p.read_text() for p in paths] == [f"manifest {n}" for n in range(40)]
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in paths)  # no temporary file left
+    with pytest.raises(FileNotFoundError):
+        make_durable([paths[0], tmp_path / "gone.json", paths[1]])  # the others are still flushed
+    make_durable([])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 
 import pytest
+from esptool.bin_image import ESP32FirmwareImage
+from esptool.loader import ESPLoader
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sanic_ota.errors import ImageError
 from sanic_ota.example_release import EXAMPLE_CA, build_app_image, build_cert_partition
-from sanic_ota.images import PARTITION_MAGIC, check_magic, describe_app_image, inspect
+from sanic_ota.images import PARTITION_MAGIC, check_magic, describe_app_image, inspect, xor_bytes
 
 IMAGE = build_app_image("v1.2.3")
 #: Header (24) + segment header (8) + esp_app_desc_t (256): filler text begins here.
@@ -189,3 +194,17 @@ def test_every_cut_and_flip_is_an_image_error_and_silent(capfd) -> None:
             describe_app_image(bytes(broken))
     describe_app_image(IMAGE)
     assert capfd.readouterr() == ("", "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.integers(0, 255))
+def test_xor_bytes_is_esptools_checksum(data: bytes, state: int) -> None:
+    assert xor_bytes(data, state) == ESPLoader.checksum(data, state)
+
+
+def test_the_checksum_agrees_with_esptool_on_a_large_image() -> None:
+    image = ESP32FirmwareImage(io.BytesIO(build_app_image("v1", size=1_600_000)))
+    calculated = ESPLoader.ESP_CHECKSUM_MAGIC
+    for segment in image.segments:
+        calculated = xor_bytes(segment.data, calculated)
+    assert calculated == image.calculate_checksum() == image.checksum

@@ -5,15 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 from conftest import VERSION, example, settings_for, write_release
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sanic_ota import identities, releases
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import NotFound, Unavailable
+from sanic_ota.files import locked
+from sanic_ota.identities import IDENTITIES_FILE
+from sanic_ota.manifest import FileEntry
 from sanic_ota.releases import SERIALS_FILE, Index, Indexer, Release, is_release_file
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer
@@ -345,3 +351,226 @@ def test_a_release_that_is_not_servable_says_so_without_the_detail(settings: Set
     with pytest.raises(Unavailable) as raised:
         index.release("v2.0.0")
     assert raised.value.message == "release v2.0.0 is not servable; the server log and /status say why"
+
+
+# -- never a downgrade, only versions are newest ------------------------------------------
+
+
+def _r(version: str, serial: int = 1) -> Release:
+    return Release(version, manifests.Manifest(version, serial, "2026-01-01T00:00:00Z", {}), b"{}")
+
+
+@pytest.mark.parametrize(
+    ("servable", "present", "expected"),
+    [
+        (["v1.0.0", "old", "backup-2019", "latest"], [], "v1.0.0"),
+        (["v2.0.0rc1", "v2.0.0", "v1.10.0"], [], "v2.0.0"),
+        (["v2.0.0rc1", "v1.10.0"], [], "v2.0.0rc1"),
+        (["v1.9.2", "v1.10.0", "zzz"], [], "v1.10.0"),
+        (["v1.0.0", "2019-05-01"], [], "v1.0.0"),
+        (["v1.0.0"], ["old", "v0.9"], "v1.0.0"),
+    ],
+)
+def test_latest_is_the_newest_version_and_names_that_are_not_versions_never_win(
+    servable: list[str], present: list[str], expected: str
+) -> None:
+    index = Index(releases={v: _r(v) for v in servable}, present=frozenset(present))
+    assert index.latest().version == expected
+
+
+@pytest.mark.parametrize(
+    ("servable", "problems", "present", "newest"),
+    [
+        (["v1.0.0"], ["v2.0.0"], [], "v2.0.0"),  # refused (truncated file, full disk...)
+        (["v1.0.0"], [], ["v2.0.0"], "v2.0.0"),  # on disk, not indexed yet
+        (["v1.0.0", "v2.0.0rc1"], ["v2.0.0"], [], "v2.0.0"),
+        (["v1.0.0", "old"], ["v1.0.1"], ["backup-2019"], "v1.0.1"),
+    ],
+)
+def test_latest_never_answers_older_than_the_newest_version_present(
+    servable: list[str], problems: list[str], present: list[str], newest: str
+) -> None:
+    index = Index(releases={v: _r(v) for v in servable},
+                  problems={v: "cannot read /srv/ota/partitions/x/ota.bin" for v in problems},
+                  present=frozenset(present))
+    with pytest.raises(Unavailable) as refused:
+        index.latest()
+    assert refused.value.message == (f"the newest release, {newest}, is not servable now; "
+                                     "no older release is offered in its place")
+    assert index.listed[0] == newest  # AT+CIPFWVER? shows the same newest first
+
+
+def test_a_pin_still_holds_back_while_a_newer_release_is_broken() -> None:
+    index = Index(releases={"v1.0.0": _r("v1.0.0")}, problems={"v2.0.0": "bad"}, pinned="v1.0.0")
+    assert index.latest().version == "v1.0.0"
+
+
+def test_two_names_of_the_newest_version_are_ambiguous() -> None:
+    index = Index(releases={v: _r(v) for v in ("v1.0.0", "v2.0.0", "2.0.0+ci.7")})
+    with pytest.raises(Unavailable, match=r"releases 2\.0\.0\+ci\.7 and v2\.0\.0 are the same version"):
+        index.latest()
+
+
+def test_only_names_that_are_not_versions_is_not_found() -> None:
+    index = Index(releases={"old": _r("old")})
+    with pytest.raises(NotFound, match="no release has a version name"):
+        index.latest()
+    assert index.release("old").version == "old"  # still downloadable by name
+
+
+def test_a_refused_release_says_so_without_the_detail() -> None:
+    index = Index(releases={}, problems={"v2.0.0": "no manifest /srv/ota/manifests/v2.0.0.json"})
+    with pytest.raises(Unavailable) as refused:
+        index.release("v2.0.0")
+    assert refused.value.message == "release v2.0.0 is not servable now"
+
+
+def test_listed_has_every_version_present_then_other_servable_names() -> None:
+    index = Index(releases={v: _r(v) for v in ("v1.0.0", "old", "v0.9")}, problems={"v2.0.0": "x", "junk": "y"},
+                  present=frozenset({"v1.5.0", "backup-2019"}))
+    assert index.listed == ("v2.0.0", "v1.5.0", "v1.0.0", "v0.9", "old")
+    assert index.versions() == ["v1.0.0", "v0.9", "old"]
+    assert index.unversioned == ("backup-2019", "junk", "old")
+
+
+def test_build_knows_every_directory_present(settings: Settings) -> None:
+    indexer = _signing(settings)
+    first = indexer.build()
+    write_release(settings.partitions_dir, "v2.0.0")
+    (settings.partitions_dir / "v2.0.0" / "ota.bin").write_bytes(b"\xe9 truncated")
+    (settings.partitions_dir / "v3.0.0").mkdir()
+    index = indexer.build(first, {"v2.0.0"})  # v3.0.0 is not indexed yet, but it is there
+    assert index.present == {VERSION, "v2.0.0", "v3.0.0"}
+    assert "v2.0.0" in index.problems and "v3.0.0" not in index.problems
+    with pytest.raises(Unavailable, match="v3.0.0, is not servable"):
+        index.latest()
+
+
+def test_names_that_are_not_versions_are_logged_once_per_change(settings: Settings, caplog) -> None:
+    for name in ("old", "backup-2019"):
+        write_release(settings.partitions_dir, name)
+    indexer = _signing(settings)
+    with caplog.at_level("WARNING", logger="sanic_ota.releases"):
+        first = indexer.build()
+        second = indexer.build(first, {VERSION})
+        write_release(settings.partitions_dir, "2019-05-01")
+        indexer.build(second, {"2019-05-01"})
+    lines = [r.getMessage() for r in caplog.records if "names are not versions" in r.getMessage()]
+    assert lines == [
+        "not offered as the newest release, since their names are not versions (still downloadable by name): "
+        "backup-2019, old",
+        "not offered as the newest release, since their names are not versions (still downloadable by name): "
+        "2019-05-01, backup-2019, old",
+    ]
+    assert set(first.releases) == {VERSION, "old", "backup-2019"} and first.latest().version == VERSION
+
+
+# -- start-up: what a restart reads, what a build writes -------------------------------
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file hashed and inspected, in order (the real work is still done)."""
+    names: list[str] = []
+    describe = FileEntry.describe.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[FileEntry], filename: str, data: bytes) -> FileEntry:
+        names.append(filename)
+        return describe(cls, filename, data)
+
+    monkeypatch.setattr(FileEntry, "describe", classmethod(counting))
+    return names
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written by the test count as settled at once (the real default is 2 s)."""
+    monkeypatch.setattr(identities, "SETTLE_SECONDS", 0.0)
+
+
+def _make(settings: Settings, mode: str) -> Indexer:
+    return _signing(settings) if mode == "signs" else _offline(settings)
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_a_restart_hashes_no_file_that_did_not_change(
+    settings: Settings, hashed: list[str], settled: None, mode: str
+) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    first = _signing(settings).build()
+    assert len(hashed) == 4
+    hashed.clear()
+    again = _make(settings, mode).build()  # a new process: nothing in memory
+    assert hashed == []
+    assert {v: r.document for v, r in again.releases.items()} == {v: r.document for v, r in first.releases.items()}
+    assert not again.problems
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_a_file_changed_while_down_is_hashed_again_even_with_its_size_and_mtime(
+    settings: Settings, hashed: list[str], settled: None, mode: str
+) -> None:
+    write_release(settings.partitions_dir, "v2.0.0")
+    _signing(settings).build()
+    cert = _release_dir(settings) / "mqtt_ca.bin"
+    before = cert.stat()
+    data = bytearray(cert.read_bytes())
+    data[-1] ^= 0xFF
+    cert.write_bytes(bytes(data))
+    os.utime(cert, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `touch -r` would
+    assert (cert.stat().st_size, cert.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    hashed.clear()
+    index = _make(settings, mode).build()
+    assert sorted(hashed) == ["mqtt_ca.bin", "ota.bin"]  # that release only, every file of it
+    if mode == "signs":
+        entry = index.releases[VERSION].manifest.files["mqtt_ca.bin"]
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+        assert index.releases[VERSION].manifest.serial == 2
+    else:
+        assert "mqtt_ca.bin does not match its manifest" in index.problems[VERSION]
+    assert "v2.0.0" in index.releases
+
+
+def test_a_file_changed_just_before_it_was_hashed_is_hashed_again_next_time(
+    settings: Settings, hashed: list[str]
+) -> None:
+    _signing(settings).build()  # the files were written a moment ago: their identity may not settle yet
+    hashed.clear()
+    _signing(settings).build()
+    assert sorted(hashed) == ["mqtt_ca.bin", "ota.bin"]
+    assert not (settings.manifests_dir / IDENTITIES_FILE).exists()
+
+
+@pytest.mark.parametrize("mode", ["signs", "offline"])
+def test_records_are_written_once_per_build(
+    settings: Settings, settled: None, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    for n in range(3):
+        write_release(settings.partitions_dir, f"v2.{n}.0")
+    if mode == "offline":  # manifests signed elsewhere, then served: serials and identities are new here
+        _signing(settings).build()
+        for name in (SERIALS_FILE, IDENTITIES_FILE):
+            (settings.manifests_dir / name).unlink()
+    writes: list[str] = []
+    write_atomic = releases.write_atomic
+
+    def counting(path: Path, data: bytes, *args: object, **kwargs: object) -> None:
+        writes.append(Path(path).name)
+        write_atomic(path, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(releases, "write_atomic", counting)
+    index = _make(settings, mode).build()
+    assert len(index.releases) == 4
+    assert writes.count(SERIALS_FILE) == 1 and writes.count(IDENTITIES_FILE) == 1
+    assert json.loads((settings.manifests_dir / SERIALS_FILE).read_text()) == dict.fromkeys(index.releases, 1)
+    writes.clear()
+    _make(settings, mode).build()
+    assert writes == []  # nothing changed: nothing written
+
+
+def test_a_restart_with_nothing_to_write_does_not_wait_for_the_lock(settings: Settings, settled: None) -> None:
+    _signing(settings).build()
+    done = threading.Event()
+    with locked(settings.manifests_dir / releases.LOCK_FILE):  # another worker signing for a long time
+        threading.Thread(target=lambda: (_signing(settings).build(), done.set()), daemon=True).start()
+        assert done.wait(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import socket
 import time
 import urllib.error
@@ -15,6 +16,7 @@ import pytest
 from conftest import TOKEN, VERSION, env_for, example, settings_for, write_release
 from esp_client import ModuleError, download, list_versions, version_query
 from server_process import ServerProcess
+from test_watcher import eventually
 
 from sanic_ota.keys import Key, load_keys, save_keys
 
@@ -35,6 +37,50 @@ def test_newest_is_version_order_and_listing_parses(workdir: Path) -> None:
         assert list_versions(proc.host, proc.port, TOKEN) == ["v1.10.0", "v1.9.2", "v1.2.0", "v1.0.0"]
 
 
+def test_names_that_are_not_versions_never_win_and_release_candidates_come_before_releases(workdir: Path) -> None:
+    for name in ("old", "backup-2019", "v2.0.0rc1", "v2.0.0"):
+        write_release(workdir / "partitions", name)
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
+        assert version_query(proc.host, proc.port, TOKEN) == "v2.0.0"
+        assert list_versions(proc.host, proc.port, TOKEN) == ["v2.0.0", "v2.0.0rc1", VERSION, "backup-2019", "old"]
+        assert download(proc.host, proc.port, TOKEN, "old", "ota")  # still downloadable by name
+        shutil.rmtree(workdir / "partitions" / "v2.0.0")
+        eventually(lambda: version_query(proc.host, proc.port, TOKEN) == "v2.0.0rc1")
+        shutil.rmtree(workdir / "partitions" / "v2.0.0rc1")
+        eventually(lambda: version_query(proc.host, proc.port, TOKEN) == VERSION)
+    assert proc.log().count("names are not versions (still downloadable by name): backup-2019, old") == 1
+
+
+VERSION_QUERY = "/v1/device/rom/?is_format_simple=true"
+
+
+def test_a_newest_release_that_breaks_is_never_replaced_by_an_older_one(workdir: Path) -> None:
+    write_release(workdir / "partitions", "v2.0.0")
+    auth = {"Authorization": f"token {TOKEN}"}
+    refusal = {"status": 503, "message": "the newest release, v2.0.0, is not servable now; "
+                                         "no older release is offered in its place"}
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
+        assert version_query(proc.host, proc.port, TOKEN) == "v2.0.0"
+        ota = workdir / "partitions" / "v2.0.0" / "ota.bin"
+        ota.write_bytes(ota.read_bytes()[:-100])  # in place, as an interrupted copy leaves it
+        answers: list[object] = []
+
+        def refused() -> bool:
+            status, _, body = _get(proc, VERSION_QUERY, auth)
+            answers.append(json.loads(body).get("rom_version", status))
+            return status == 503
+
+        eventually(refused)
+        assert set(answers) <= {"v2.0.0", 503}  # until the re-index, the newest; then nothing
+        status, _, body = _get(proc, VERSION_QUERY, auth)
+        assert (status, json.loads(body)) == (503, refusal)
+        assert list_versions(proc.host, proc.port, TOKEN) == ["v2.0.0", VERSION]  # the newest still first
+        assert download(proc.host, proc.port, TOKEN, VERSION, "ota")  # an older one only when asked by name
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:  # and so from the start
+        status, _, body = _get(proc, VERSION_QUERY, auth)
+        assert (status, json.loads(body)) == (503, refusal)
+
+
 def test_pin_holds_a_release_back(workdir: Path) -> None:
     write_release(workdir / "partitions", "v2.0.0")
     (workdir / "partitions" / "LATEST").write_text("v1.0.0\n")
@@ -46,12 +92,12 @@ def test_pin_holds_a_release_back(workdir: Path) -> None:
 def test_listing_of_many_versions_fits_the_module_buffer(workdir: Path) -> None:
     image = (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
     for n in range(150):
-        directory = workdir / "partitions" / f"v3.{n}.0-release-candidate-with-a-long-name"
+        directory = workdir / "partitions" / f"v3.{n}.0-preview.{n:032d}"
         directory.mkdir()
         (directory / "ota.bin").write_bytes(image)
     with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
         versions = list_versions(proc.host, proc.port, TOKEN)
-        assert versions[0] == "v3.149.0-release-candidate-with-a-long-name"
+        assert versions[0] == f"v3.149.0-preview.{149:032d}"
         assert 50 < len(versions) < 151
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/v1/device/rom",
                                          headers={"Authorization": f"token {TOKEN}"})

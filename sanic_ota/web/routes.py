@@ -124,12 +124,16 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
     """Every version newest first, as ``"version": "X", `` items, cut to fit ``limit`` bytes.
 
     Each item has a field after ``version`` because the module crashes on a
-    ``"version": "X"`` not followed by ``", ``. The oldest are cut first and
+    ``"version": "X"`` not followed by ``", ``. A version present but not servable
+    is listed too, marked ``"servable": false``, so the first entry is never older
+    than what the version query counts as newest: a host that takes the first entry
+    would otherwise be led to an older release. The oldest are cut first and
     ``omitted`` says how many.
     """
     items = [
         {"version": v, "serial": index.releases[v].manifest.serial, "files": len(index.releases[v].manifest.files)}
-        for v in index.versions()
+        if v in index.releases else {"version": v, "servable": False}
+        for v in index.listed
     ]
     body: dict[str, object] = {"status": 200, "versions": items, "omitted": 0}
     size = len(json.dumps(body))

@@ -81,6 +81,7 @@ def render_status(
         f"<p class=muted>Generated {escape(generated)}. Manifest signing key <code>{escape(keyid)}</code>.</p>",
         _keys_file(keys_file or KeysFileStatus()),
         _latest(index),
+        _unversioned(index),
         _downloads(index, snapshot),
     ]
     counts = {key: sum(row) for key, row in snapshot.downloads.items()}
@@ -108,6 +109,14 @@ def _latest(index: Index) -> str:
         return f"<p>Plain <code>AT+CIUPDATE</code> gets: <span class=bad>nothing ({escape(e.message)})</span></p>"
     why = "pinned in partitions/LATEST" if index.pinned is not None else "the newest release"
     return f"<p>Plain <code>AT+CIUPDATE</code> gets: <b class=ok>{escape(release.version)}</b> ({why})</p>"
+
+
+def _unversioned(index: Index) -> str:
+    if not index.unversioned:
+        return ""
+    names = ", ".join(f"<code>{escape(name)}</code>" for name in index.unversioned)
+    return (f"<p>Never offered as the newest, since the name is not a version (README, Releases); "
+            f"downloadable by name: {names}</p>")
 
 
 def _downloads(index: Index, snapshot: Snapshot) -> str:

@@ -40,7 +40,7 @@ def release(version: str, image: dict[str, str] | None = None) -> Release:
 
 def test_render_shows_releases_downloads_and_failures() -> None:
     index = Index(releases={"v1.0.0": release("v1.0.0"), "v1.10.0": release("v1.10.0")},
-                  problems={"v2.0.0": "ota.bin: invalid magic"})
+                  problems={"v0.9.0": "ota.bin: invalid magic"})
     snapshot = Snapshot(HOUR, {("v1.0.0", "ota.bin"): [0] * (HOURS - 2) + [5, 2],
                                ("v1.0.0", "mqtt_ca.bin"): [1] + [0] * (HOURS - 1)},
                         [Failure(0, "2026-11-27T18:00:00.000Z", "download", "10.0.0.9", "plant-7", "v1.0.0",
@@ -83,6 +83,16 @@ def test_render_says_loudly_when_the_keys_file_is_not_applied() -> None:
     page = render_status(index, KEYID, Snapshot(HOUR), "now", status)
     assert "<span class=bad>NOT (fully) applied (open_to_others): keys file /k&lt;x&gt;.json is readable" in page
     assert page.index("id=keys-file") < page.index("AT+CIUPDATE")  # at the top
+
+
+def test_render_never_shows_an_older_release_in_place_of_the_newest() -> None:
+    index = Index(releases={"v1.10.0": release("v1.10.0"), "old": release("old")},
+                  problems={"v2.0.0": "ota.bin: invalid magic"})
+    page = render_status(index, KEYID, Snapshot(HOUR), "now")
+    assert ("gets: <span class=bad>nothing (the newest release, v2.0.0, is not servable now; "
+            "no older release is offered in its place)") in page
+    assert "v2.0.0 <span class=bad>NOT served</span>" in page and "ota.bin: invalid magic" in page
+    assert "since the name is not a version" in page and "<code>old</code>" in page
 
 
 @pytest.fixture
