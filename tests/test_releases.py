@@ -422,7 +422,7 @@ def test_a_refused_release_says_so_without_the_detail() -> None:
     index = Index(releases={}, problems={"v2.0.0": "no manifest /srv/ota/manifests/v2.0.0.json"})
     with pytest.raises(Unavailable) as refused:
         index.release("v2.0.0")
-    assert refused.value.message == "release v2.0.0 is not servable now"
+    assert refused.value.message == "release v2.0.0 is not servable; the server log and /status say why"
 
 
 def test_listed_has_every_version_present_then_other_servable_names() -> None:
