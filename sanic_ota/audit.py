@@ -1,9 +1,9 @@
 """The download audit log: one line per request, saying who got what and how it ended.
 
 Pure formatting; the web layer fills an ``AuditRecord`` per request and hands the
-formatted line to ``sanic_ota.logs.audit``, which writes it bare to stderr from the log
-writer thread (no logger, no prefix, so JSON lines stay parseable). Tokens never reach a
-record, only key names.
+formatted line to the app's ``sanic_ota.logs.LogWriter``, which writes it bare to stderr
+from its writer thread (no logger, no prefix, so JSON lines stay parseable). Tokens never
+reach a record, only key names.
 """
 
 from __future__ import annotations

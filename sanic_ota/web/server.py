@@ -16,8 +16,8 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import RequestCancelled
 
-from sanic_ota import logs
 from sanic_ota.audit import AuditRecord, format_record
+from sanic_ota.logs import LogWriter
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
@@ -77,18 +77,18 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
         config=Config(defaults={**TIMEOUT_DEFAULTS}),
     )
-    logs.start()
     # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
     settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
     app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
+    app.ctx.log = log = LogWriter()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
     app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
     def emit(request: Request, record: AuditRecord) -> None:
-        logs.audit(format_record(record, settings.log_format))
+        log.audit(format_record(record, settings.log_format))
         metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
         request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
 
@@ -96,15 +96,18 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.main_process_start
     async def main_start(app: Sanic) -> None:
+        log.start()
         app.ctx.metrics_dir = metrics.prepare_multiprocess_dir()
         listen_also(app, settings.extra_ports)
 
     @app.main_process_stop
     async def main_stop(app: Sanic) -> None:
         metrics.remove_multiprocess_dir(getattr(app.ctx, "metrics_dir", None))
+        log.stop()
 
     @app.before_server_start
     async def start(app: Sanic) -> None:
+        log.start()
         check_listening(app, settings.extra_ports)
         state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
         app.ctx.state = state
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)
+        log.stop()  # last: what the stop logged is written too
 
     @app.on_response
     async def log_response(request: Request, response: HTTPResponse) -> None:
