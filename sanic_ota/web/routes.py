@@ -22,7 +22,6 @@ from sanic_ota.keys import Key
 from sanic_ota.releases import Index
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
-from sanic_ota.web import metrics
 from sanic_ota.web.auth import authenticate, authenticate_admin
 from sanic_ota.web.responses import esp_json, send_image
 
@@ -95,7 +94,8 @@ async def download(request: Request, version: str, filename: str) -> None:
     if image is None:
         image = await asyncio.to_thread(state.files.load, version, filename, entry)
     request.ctx.streaming = True  # the response is logged here, once the body is sent
-    metrics.IN_FLIGHT.inc()
+    in_flight = request.app.ctx.metrics.in_flight
+    in_flight.inc()
     outcome = "aborted"
     try:
         await send_image(request, image, audit)
@@ -103,7 +103,7 @@ async def download(request: Request, version: str, filename: str) -> None:
     finally:
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
-        metrics.IN_FLIGHT.dec()
+        in_flight.dec()
         audit.finish(200, audit.bytes, outcome)
         request.app.ctx.emit(request, audit)
 
@@ -166,5 +166,5 @@ async def prometheus(request: Request) -> HTTPResponse:
     audit.kind = "metrics"
     state = _state(request)
     audit.key = authenticate_admin(request, state.keyring, state.limiter).name
-    body, content_type = metrics.exposition()
+    body, content_type = request.app.ctx.metrics.exposition()
     return raw(body, content_type=content_type)

@@ -2,6 +2,10 @@
 
 ``create_app`` is the factory; ``sanic sanic_ota.app`` uses the instance that
 ``sanic_ota`` builds from the ``SANIC_OTA_*`` environment. Tests pass ``Settings``.
+
+Each app owns its ``Metrics`` and its ``LogWriter`` (made here, so two apps in one
+process share neither) and its ``State`` (made as its server starts); all are kept
+on ``app.ctx`` and closed when it stops.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
     app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
+    app.ctx.metrics = app_metrics = metrics.Metrics()
     app.ctx.log = log = LogWriter()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     def emit(request: Request, record: AuditRecord) -> None:
         log.audit(format_record(record, settings.log_format))
-        metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
+        app_metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
         request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
 
     app.ctx.emit = emit
@@ -109,11 +114,11 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     async def start(app: Sanic) -> None:
         log.start()
         check_listening(app, settings.extra_ports)
-        state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
+        state = await asyncio.to_thread(open_state, settings, app_metrics.manifest_event)
         app.ctx.state = state
-        app.ctx.watcher = Watcher(state, on_index=metrics.releases, on_keys=metrics.keys_file)
-        metrics.releases(state.index)
-        metrics.keys_file(state.keys_file)
+        app.ctx.watcher = Watcher(state, on_index=app_metrics.releases, on_keys=app_metrics.keys_file)
+        app_metrics.releases(state.index)
+        app_metrics.keys_file(state.keys_file)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
@@ -136,7 +141,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.after_server_stop
     async def stopped(app: Sanic) -> None:
-        metrics.worker_exited(os.getpid())
+        app_metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)
         log.stop()  # last: what the stop logged is written too
