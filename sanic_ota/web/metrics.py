@@ -29,7 +29,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, KeysFileStatus
 from sanic_ota.releases import Index
 
@@ -94,15 +94,16 @@ class Metrics:
         #: The index that decides which names are label values; replaced by ``releases``.
         self.index = Index()
 
-    def observe(self, record: AuditRecord, auth_failure: str | None) -> None:
+    def observe(self, record: RequestRecord) -> None:
+        """Count a closed request."""
         self.requests.labels(record.kind, str(record.status)).inc()
-        if auth_failure:
-            self.auth_failures.labels(auth_failure).inc()
-        if record.kind == "download":
+        if record.auth_failure is not None:
+            self.auth_failures.labels(record.auth_failure).inc()
+        if record.kind == Kind.DOWNLOAD:
             version, file = download_labels(self.index, record.version, record.file)
             self.downloads.labels(version, file, record.outcome).inc()
-            if record.status == 200 and record.bytes:  # image bytes; an error's JSON body is not
-                self.bytes.labels(version, file).inc(record.bytes)
+            if record.status == 200 and record.sent:  # image bytes; an error's JSON body is not
+                self.bytes.labels(version, file).inc(record.sent)
 
     def manifest_event(self, result: str, version: str) -> None:
         self.manifest_builds.labels(result).inc()

@@ -1,11 +1,11 @@
-"""The Sanic application: configuration, lifecycle, audit logging, and the routes.
+"""The Sanic application: configuration, lifecycle, the objects it owns, and the routes.
 
 ``create_app`` is the factory; ``sanic sanic_ota.app`` uses the instance that
 ``sanic_ota`` builds from the ``SANIC_OTA_*`` environment. Tests pass ``Settings``.
 
 Each app owns its ``Metrics`` and its ``LogWriter`` (made here, so two apps in one
-process share neither) and its ``State`` (made as its server starts); all are kept
-on ``app.ctx`` and closed when it stops.
+process share neither), its ``State`` and its ``Accountant`` (made as its server
+starts); all are kept on ``app.ctx`` and closed when it stops.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import RequestCancelled
 
-from sanic_ota.audit import AuditRecord, format_record
 from sanic_ota.logs import LogWriter
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
+from sanic_ota.web.accountant import Accountant
 from sanic_ota.web.connections import AddressSlots
 from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.process import OtaSanic
-from sanic_ota.web.responses import CLIENT_CLOSED, for_the_module, handle_exception
+from sanic_ota.web.responses import for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
 #: 3-minute budget for one image, so the response may take 4 minutes before Sanic cuts
@@ -92,13 +92,6 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.error_handler.add(Exception, handle_exception)
     app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
-    def emit(request: Request, record: AuditRecord) -> None:
-        log.audit(format_record(record, settings.log_format))
-        app_metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
-        request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
-
-    app.ctx.emit = emit
-
     @app.main_process_start
     async def main_start(app: Sanic) -> None:
         log.start()
@@ -116,6 +109,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         check_listening(app, settings.extra_ports)
         state = await asyncio.to_thread(open_state, settings, app_metrics.manifest_event)
         app.ctx.state = state
+        app.ctx.accountant = Accountant(settings.log_format, log, app_metrics, state.stats)
         app.ctx.watcher = Watcher(state, on_index=app_metrics.releases, on_keys=app_metrics.keys_file)
         app_metrics.releases(state.index)
         app_metrics.keys_file(state.keys_file)
@@ -147,19 +141,8 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         log.stop()  # last: what the stop logged is written too
 
     @app.on_response
-    async def log_response(request: Request, response: HTTPResponse) -> None:
+    async def account_response(request: Request, response: HTTPResponse) -> None:
         for_the_module(request, response)
-        if getattr(request.ctx, "streaming", False):
-            return  # a download logs itself once its body is sent or abandoned
-        if getattr(request.ctx, "client_gone", False):
-            # Closed before the answer. Half a request is no request: not logged, not
-            # counted. One that reached its handler was given up by its client.
-            if (record := getattr(request.ctx, "audit", None)) is not None:
-                record.finish(CLIENT_CLOSED, 0, "aborted")
-                emit(request, record)
-            return
-        record = routes.audit_of(request)
-        record.finish(response.status, len(response.body or b""))
-        emit(request, record)
+        app.ctx.accountant.answered(request, response)
 
     return app

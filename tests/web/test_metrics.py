@@ -10,7 +10,7 @@ from conftest import TOKEN, VERSION, env_for, settings_for
 from sanic import Sanic
 from server_process import ServerProcess
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, Key, KeysFileStatus, load_keys, save_keys
 from sanic_ota.releases import Index
 from sanic_ota.settings import Settings
@@ -37,10 +37,11 @@ def _index(settings: Settings) -> Index:
 
 def _download(metrics: Metrics, version: str | None, file: str | None, status: int, sent: int,
               length: int | None = None) -> None:
-    """A download record that ended with ``sent`` of ``length`` bytes; less: the client left."""
-    record = AuditRecord(client="x", kind="download", version=version, file=file)
-    record.finish(status, sent, "aborted" if length is not None and sent < length else None)
-    metrics.observe(record, None)
+    """A download record closed with ``sent`` of ``length`` bytes; less: the client left."""
+    record = RequestRecord(client="x", kind=Kind.DOWNLOAD, handled=True, version=version, file=file)
+    record.client_gone = length is not None and sent < length
+    record.close(status, sent, sent if length is None else length)
+    metrics.observe(record)
 
 
 def test_labels_name_only_releases_on_disk(settings: Settings) -> None:
