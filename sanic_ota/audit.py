@@ -1,59 +1,32 @@
 """The download audit log: one line per request, saying who got what and how it ended.
 
-Pure formatting; the web layer fills an ``AuditRecord`` per request and hands the
-formatted line to ``sanic_ota.logs.audit``, which writes it bare to stderr from the log
-writer thread (no logger, no prefix, so JSON lines stay parseable). Tokens never reach a
+Pure formatting of a closed ``RequestRecord``; the web layer hands the line to the
+app's ``sanic_ota.logs.LogWriter``, which writes it bare to stderr from its writer
+thread (no logger, no prefix, so JSON lines stay parseable). Tokens never reach a
 record, only key names.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from time import monotonic
 
-#: What a request was, as the log and the metrics name it.
-KINDS = ("version_query", "listing", "download", "manifest", "metrics", "status", "other")
-
-#: How a request ended: the whole answer sent, the client gone before the end,
-#: refused (4xx), or failed on our side (5xx).
-OUTCOMES = ("completed", "aborted", "refused", "error")
+from sanic_ota.accounting import RequestRecord
 
 LOG_FORMATS = ("text", "json")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def fields(record: RequestRecord) -> dict[str, object]:
+    """The line's fields, in the order they are written (README, "Reading the audit log")."""
+    return {
+        "client": record.client, "kind": str(record.kind), "key": record.key, "version": record.version,
+        "file": record.file, "status": record.status, "bytes": record.sent,
+        "outcome": None if record.outcome is None else str(record.outcome),
+        "time": record.time, "duration_ms": record.duration_ms,
+    }
 
 
-@dataclass
-class AuditRecord:
-    client: str
-    kind: str = "other"
-    key: str | None = None
-    version: str | None = None
-    file: str | None = None
-    status: int = 0
-    bytes: int = 0
-    outcome: str = ""
-    time: str = field(default_factory=_now)
-    started: float = field(default_factory=monotonic, repr=False)
-
-    def finish(self, status: int, sent: int, outcome: str | None = None) -> None:
-        self.status, self.bytes = status, sent
-        self.outcome = outcome or ("completed" if status < 400 else "refused" if status < 500 else "error")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "client": self.client, "kind": self.kind, "key": self.key, "version": self.version,
-            "file": self.file, "status": self.status, "bytes": self.bytes, "outcome": self.outcome,
-            "time": self.time, "duration_ms": round((monotonic() - self.started) * 1000, 1),
-        }
-
-
-def format_record(record: AuditRecord, log_format: str) -> str:
-    data = record.to_dict()
+def format_record(record: RequestRecord, log_format: str) -> str:
+    data = fields(record)
     if log_format == "json":
         return json.dumps(data, separators=(",", ":"))
     return " ".join(f"{k}={'-' if v is None else v}" for k, v in data.items())

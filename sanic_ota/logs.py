@@ -4,9 +4,14 @@ Writing each audit line to stderr from the event loop took half of a worker's ti
 under load (bench/, version query: 3.6k req/s, 52% in ``StreamHandler.emit``). Now
 every line, audit or not, is put on one queue as a finished string, and one thread
 writes whatever has queued up in a single write: few syscalls on a busy server, and
-the lines stay in the order they were made. The queue is drained at exit. Audit
-lines are printed bare, so JSON lines stay parseable; every other ``sanic_ota.*``
-record gets time, process, level and logger name.
+the lines stay in the order they were made. Audit lines are printed bare, so JSON
+lines stay parseable; every other ``sanic_ota.*`` record gets time, process, level
+and logger name.
+
+The queue and the thread belong to a ``LogWriter`` that the app owns: started when a
+server process starts, drained and ended when it stops (or at exit, if start-up
+failed half-way). The ``sanic_ota`` logger is the process's own, so its records go to
+the writer started last.
 """
 
 from __future__ import annotations
@@ -21,62 +26,79 @@ from typing import TextIO
 ROOT = "sanic_ota"
 DETAILED = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
-_STOP = None
-_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-_writer: threading.Thread | None = None
-
-
-def audit(line: str) -> None:
-    """Queue one audit line; cheap enough for every request."""
-    _lines.put(line)
+#: The most lines written in one go.
+BATCH = 1000
 
 
 class _QueueLines(logging.Handler):
     """Formats a record here and leaves the writing to the writer thread."""
 
+    def __init__(self, lines: queue.SimpleQueue[str | None]) -> None:
+        super().__init__()
+        self._lines = lines
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _lines.put(self.format(record))
+            self._lines.put(self.format(record))
         except Exception:
             self.handleError(record)
 
 
-def _write_lines(stream: TextIO) -> None:
-    while True:
-        batch = [_lines.get()]
-        while not _lines.empty() and len(batch) < 1000:
-            batch.append(_lines.get_nowait())
-        done = _STOP in batch
-        text = "".join(f"{line}\n" for line in batch if line is not _STOP)
-        try:
-            stream.write(text)
-            stream.flush()
-        except (OSError, ValueError):  # stderr closed: nothing sensible left to do
-            pass
-        if done:
+class LogWriter:
+    """One queue of finished lines and the thread that writes them to ``stream``.
+
+    ``stream`` defaults to ``sys.stderr`` as it is when the writer starts.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
+        self._handler = _QueueLines(self._lines)
+        self._handler.setFormatter(logging.Formatter(DETAILED))
+        self._thread: threading.Thread | None = None
+
+    def audit(self, line: str) -> None:
+        """Queue one audit line; cheap enough for every request."""
+        self._lines.put(line)
+
+    def start(self) -> None:
+        """Start the thread and route ``sanic_ota.*`` records to it; a no-op if running."""
+        if self._thread is not None:
             return
+        stream = self._stream or sys.stderr
+        self._thread = threading.Thread(target=self._write, args=(stream,), name="sanic_ota-log", daemon=True)
+        self._thread.start()
+        log = logging.getLogger(ROOT)
+        log.handlers[:] = [self._handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        atexit.register(self.stop)
 
+    def stop(self) -> None:
+        """Write everything still queued, then end the thread; a no-op if not running."""
+        if self._thread is None:
+            return
+        log = logging.getLogger(ROOT)
+        if self._handler in log.handlers:  # records from now on go where Python sends them
+            log.removeHandler(self._handler)
+            log.propagate = True
+        self._lines.put(None)
+        self._thread.join(timeout=5)
+        self._thread = None
+        atexit.unregister(self.stop)
 
-def start() -> None:
-    """Start the writer and route ``sanic_ota.*`` records to it; once per process."""
-    global _writer
-    if _writer is not None:
-        return
-    _writer = threading.Thread(target=_write_lines, args=(sys.stderr,), name="sanic_ota-log", daemon=True)
-    _writer.start()
-    handler = _QueueLines()
-    handler.setFormatter(logging.Formatter(DETAILED))
-    log = logging.getLogger(ROOT)
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    atexit.register(stop)
-
-
-def stop() -> None:
-    """Write everything still queued, then end the thread."""
-    global _writer
-    if _writer is not None:
-        _lines.put(_STOP)
-        _writer.join(timeout=5)
-        _writer = None
+    def _write(self, stream: TextIO) -> None:
+        lines = self._lines
+        while True:
+            batch = [lines.get()]
+            while not lines.empty() and len(batch) < BATCH:
+                batch.append(lines.get_nowait())
+            done = None in batch
+            text = "".join(f"{line}\n" for line in batch if line is not None)
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed: nothing sensible left to do
+                pass
+            if done:
+                return

@@ -25,7 +25,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind, Outcome, RequestRecord
 
 logger = logging.getLogger("sanic_ota.stats")
 
@@ -58,7 +58,7 @@ class Failure:
     version: str | None
     file: str | None
     status: int
-    reason: str  # the outcome ("aborted", "error", "refused") or the auth failure reason
+    reason: str  # ``RequestRecord.failure``: the outcome, or "auth: " and the auth failure
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,12 @@ class Snapshot:
         return totals
 
 
-def failure_of(record: AuditRecord, auth_failure: str | None, at: float) -> Failure | None:
-    """The failure ``record`` stands for, or None for a request that went as it should."""
-    if auth_failure:
-        reason = f"auth: {auth_failure}"
-    elif record.outcome in ("aborted", "error") or (record.kind == "download" and record.outcome == "refused"):
-        reason = record.outcome
-    else:
+def failure_of(record: RequestRecord, at: float) -> Failure | None:
+    """The failure a closed ``record`` stands for, or None for a request that went as it should."""
+    reason = record.failure
+    if reason is None:
         return None
-    return Failure(at, record.time, record.kind, record.client, record.key, record.version, record.file,
+    return Failure(at, record.time, str(record.kind), record.client, record.key, record.version, record.file,
                    record.status, reason)
 
 
@@ -106,11 +103,13 @@ class Stats:
 
     # -- recording (event loop, never blocks on I/O) ----------------------------
 
-    def observe(self, record: AuditRecord, auth_failure: str | None = None) -> None:
+    def observe(self, record: RequestRecord) -> None:
+        """Count a closed request: a completed download, or a failure to list."""
         now = self.clock()
-        failure = failure_of(record, auth_failure, now)
+        failure = failure_of(record, now)
+        completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
         with self._buffer_lock:
-            if record.kind == "download" and record.outcome == "completed" and record.version and record.file:
+            if completed and record.version and record.file:
                 self._counts[(int(now // 3600), record.version, record.file)] += 1
             if failure is not None:
                 self._failures.append(failure)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sanic_ota import stats
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import AuthFailure, Kind, RequestRecord
 from sanic_ota.stats import HOURS, MAX_FAILURES, Stats, failure_of, flush_periodically
 
 T0 = 1_800_000_000.0  # a fixed hour boundary: 500000 * 3600
@@ -24,9 +24,13 @@ class Clock:
         return self.now
 
 
-def done(version: str = "v1", file: str = "ota.bin", outcome: str = "completed", status: int = 200) -> AuditRecord:
-    record = AuditRecord(client="10.0.0.1", kind="download", key="device-1", version=version, file=file)
-    record.finish(status, 100, outcome)
+def done(version: str = "v1", file: str = "ota.bin", outcome: str = "completed", status: int = 200) -> RequestRecord:
+    """A closed download record; ``aborted``: the client left after 100 of 1000 bytes."""
+    record = RequestRecord(client="10.0.0.1", kind=Kind.DOWNLOAD, handled=True, key="device-1",
+                           version=version, file=file)
+    record.client_gone = outcome == "aborted"
+    record.close(status, 100, 1000 if outcome == "aborted" else 100)
+    assert record.outcome == outcome
     return record
 
 
@@ -51,8 +55,8 @@ def test_only_completed_downloads_count() -> None:
     memory = Stats()
     memory.observe(done(outcome="aborted"))
     memory.observe(done(outcome="refused", status=404))
-    query = AuditRecord(client="x", kind="version_query")
-    query.finish(200, 10)
+    query = RequestRecord(client="x", kind=Kind.VERSION_QUERY)
+    query.close(200, 10, 10)
     memory.observe(query)
     assert memory.snapshot().per_release() == {}
     assert [f.reason for f in memory.snapshot().failures] == ["refused", "aborted"]
@@ -92,16 +96,16 @@ def test_failures_are_capped_newest_first(tmp_path: Path) -> None:
 
 
 def test_failure_kinds() -> None:
-    login = AuditRecord(client="x", kind="status")
-    login.finish(401, 0)
-    assert failure_of(login, "malformed", T0).reason == "auth: malformed"
-    assert failure_of(done(), None, T0) is None
-    pin = AuditRecord(client="x", kind="version_query")
-    pin.finish(503, 0)
-    assert failure_of(pin, None, T0).reason == "error"
-    missing = AuditRecord(client="x", kind="manifest")
-    missing.finish(404, 0)
-    assert failure_of(missing, None, T0) is None  # an auditor asking for a release that is not there
+    login = RequestRecord(client="x", kind=Kind.STATUS, credentials=True, auth_failure=AuthFailure.MALFORMED)
+    login.close(401, 0, 0)
+    assert failure_of(login, T0).reason == "auth: malformed"
+    assert failure_of(done(), T0) is None
+    pin = RequestRecord(client="x", kind=Kind.VERSION_QUERY)
+    pin.close(503, 0, 0)
+    assert failure_of(pin, T0).reason == "error"
+    missing = RequestRecord(client="x", kind=Kind.MANIFEST)
+    missing.close(404, 0, 0)
+    assert failure_of(missing, T0) is None  # an auditor asking for a release that is not there
 
 
 def test_an_unwritable_file_never_raises_and_counts_stay_in_memory(tmp_path: Path, caplog) -> None:

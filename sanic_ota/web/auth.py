@@ -12,10 +12,12 @@ import logging
 
 from sanic import Request
 
+from sanic_ota.accounting import AuthFailure
 from sanic_ota.errors import Forbidden, OtaError, TooManyRequests, Unauthorized
 from sanic_ota.keys import ADMIN_ROLE, Key, Keyring
 from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.web import connections
+from sanic_ota.web.accountant import record_of
 
 logger = logging.getLogger("sanic_ota.auth")
 
@@ -67,10 +69,11 @@ def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, ba
     except OtaError as e:
         address = request.remote_addr or request.ip
         logger.warning("auth failed from %s: %s", address, e.message)
-        request.ctx.auth_failure_reason = "unknown_token" if isinstance(e, Forbidden) else "malformed"
+        record = record_of(request)
+        record.auth_failure = AuthFailure.UNKNOWN_TOKEN if isinstance(e, Forbidden) else AuthFailure.MALFORMED
         wait = limiter.fail(address)
         if wait is not None:
-            request.ctx.auth_failure_reason = "rate_limited"
+            record.auth_failure = AuthFailure.RATE_LIMITED
             raise TooManyRequests("too many failed authentications; retry later", wait) from e
         raise
     connections.authenticated(request)  # no longer counts toward the per-address cap
@@ -85,6 +88,6 @@ def authenticate_admin(request: Request, keyring: Keyring, limiter: FailureLimit
         e.headers = BASIC_CHALLENGE
         raise
     if key.role != ADMIN_ROLE:
-        request.ctx.auth_failure_reason = "not_admin"
+        record_of(request).auth_failure = AuthFailure.NOT_ADMIN
         raise Forbidden(f'key {key.name!r} is not an admin key ("Role": "admin")')
     return key

@@ -33,7 +33,7 @@ from sanic.exceptions import RequestTimeout
 from sanic.http import Http
 from sanic.server.protocols.http_protocol import HttpProtocol
 
-from sanic_ota.web import metrics
+from sanic_ota.web.metrics import Metrics
 
 logger = logging.getLogger("sanic_ota.connections")
 
@@ -98,12 +98,13 @@ class GuardedProtocol(HttpProtocol):
     """Sanic's HTTP protocol with the header deadline and the per-address cap."""
 
     HTTP_CLASS = GuardedHttp
-    __slots__ = ("_address", "_deadline", "_header_timeout", "_refused", "_slots")
+    __slots__ = ("_address", "_deadline", "_header_timeout", "_metrics", "_refused", "_slots")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         settings = self.app.ctx.settings
         self._slots: AddressSlots = self.app.ctx.connection_slots
+        self._metrics: Metrics = self.app.ctx.metrics
         self._header_timeout: float = settings.header_timeout
         self._address: str | None = None  # set while this connection counts as unauthenticated
         self._deadline: asyncio.TimerHandle | None = None
@@ -115,7 +116,7 @@ class GuardedProtocol(HttpProtocol):
         if address is not None and not self._slots.take(address):
             self._refused = True
             transport.close()
-            metrics.CONNECTIONS_CLOSED.labels("unauthenticated_cap").inc()
+            self._metrics.connections_closed.labels("unauthenticated_cap").inc()
             if self._slots.first_refusal(address):
                 logger.warning(
                     "%s holds %d connections that have not authenticated; closing new ones from it "
@@ -158,7 +159,7 @@ class GuardedProtocol(HttpProtocol):
         peer = self.transport.get_extra_info("peername") if self.transport else None
         logger.info("closing a connection from %s: request headers not complete within %g s",
                     peer[0] if isinstance(peer, tuple) and peer else "-", self._header_timeout)
-        metrics.CONNECTIONS_CLOSED.labels("header_timeout").inc()
+        self._metrics.connections_closed.labels("header_timeout").inc()
         self._http.exception = RequestTimeout(f"request headers not complete within {self._header_timeout:g} s")
         self._task.cancel()
 

@@ -1,11 +1,14 @@
-"""Prometheus metrics, summed across Sanic's worker processes.
+"""Prometheus metrics of one app, summed across Sanic's worker processes.
 
-With several workers, each process writes its samples to files in
-``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode), which the
-server's main process creates before the workers start; ``/metrics`` in any worker
-then reports the sum. Without that variable (single process, tests) the default
-registry is used. The mode is fixed when this module is first imported, as it is
-for prometheus-client itself.
+Each app has its own ``Metrics``, with its own registry, made by ``create_app``: two
+apps in one process (tests) never share a counter. With several workers, each
+process writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-
+client's multiprocess mode), which the server's main process creates before the
+workers start; ``/metrics`` in any worker then reports the sum of every worker's
+files. Without that variable (single process, tests) the app's registry is reported,
+with the process and Python collectors a default registry has. The mode is read when
+the app is made, as prometheus-client reads it when it is first imported: both
+happen as the worker loads ``sanic_ota.app``.
 """
 
 from __future__ import annotations
@@ -14,41 +17,26 @@ import os
 import shutil
 import tempfile
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, KeysFileStatus
 from sanic_ota.releases import Index
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-MULTIPROCESS = bool(os.environ.get(ENV))
-
-DOWNLOADS = Counter(
-    "sanic_ota_downloads", "Downloads by release, file and outcome (completed, aborted, error).",
-    ["version", "file", "outcome"],
-)
-BYTES = Counter("sanic_ota_bytes_served", "Image bytes handed to clients.", ["version", "file"])
-IN_FLIGHT = Gauge("sanic_ota_downloads_in_flight", "Downloads being sent now.", multiprocess_mode="livesum")
-AUTH_FAILURES = Counter("sanic_ota_auth_failures", "Failed authentications by reason.", ["reason"])
-CONNECTIONS_CLOSED = Counter(
-    "sanic_ota_connections_closed", "Connections closed early: header_timeout, unauthenticated_cap.", ["reason"],
-)
-REQUESTS = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind", "status"])
-MANIFEST_BUILDS = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.", ["result"])
-RELEASES = Gauge("sanic_ota_releases_served", "Releases currently served.", multiprocess_mode="max")
-BROKEN = Gauge("sanic_ota_releases_broken", "Releases present but not servable.", multiprocess_mode="max")
-# "live": a worker that exited takes its view of the keys file with it
-KEYS_FILE_OK = Gauge("sanic_ota_keys_file_ok", "1 if the keys file on disk is applied in full (in every worker).",
-                     multiprocess_mode="livemin")
-KEYS_FILE_PROBLEM = Gauge("sanic_ota_keys_file_problem", "1 for the reason the keys file is not (fully) applied.",
-                          ["reason"], multiprocess_mode="livemax")
-
 
 #: The label value for every version or file that is not a release on disk.
 OTHER = "other"
-
-#: The index that decides which names are label values; replaced by ``releases``.
-_index = Index()
 
 
 def download_labels(index: Index, version: str | None, file: str | None) -> tuple[str, str]:
@@ -65,42 +53,83 @@ def download_labels(index: Index, version: str | None, file: str | None) -> tupl
     return version, file if release is not None and file in release.manifest.files else OTHER
 
 
-def observe(record: AuditRecord, auth_failure: str | None) -> None:
-    REQUESTS.labels(record.kind, str(record.status)).inc()
-    if auth_failure:
-        AUTH_FAILURES.labels(auth_failure).inc()
-    if record.kind == "download":
-        version, file = download_labels(_index, record.version, record.file)
-        DOWNLOADS.labels(version, file, record.outcome).inc()
-        if record.status == 200 and record.bytes:  # image bytes; an error's JSON body is not
-            BYTES.labels(version, file).inc(record.bytes)
+class Metrics:
+    """The app's counters and gauges, and the index that decides which names are labels."""
 
+    def __init__(self, multiprocess_mode: bool | None = None) -> None:
+        self.multiprocess = bool(os.environ.get(ENV)) if multiprocess_mode is None else multiprocess_mode
+        self.registry = registry = CollectorRegistry()
+        if not self.multiprocess:
+            for collector in (ProcessCollector, PlatformCollector, GCCollector):
+                collector(registry=registry)
+        self.downloads = Counter(
+            "sanic_ota_downloads", "Downloads by release, file and outcome (completed, aborted, error).",
+            ["version", "file", "outcome"], registry=registry,
+        )
+        self.bytes = Counter("sanic_ota_bytes_served", "Image bytes handed to clients.", ["version", "file"],
+                             registry=registry)
+        self.in_flight = Gauge("sanic_ota_downloads_in_flight", "Downloads being sent now.",
+                               multiprocess_mode="livesum", registry=registry)
+        self.auth_failures = Counter("sanic_ota_auth_failures", "Failed authentications by reason.", ["reason"],
+                                     registry=registry)
+        self.connections_closed = Counter(
+            "sanic_ota_connections_closed", "Connections closed early: header_timeout, unauthenticated_cap.",
+            ["reason"], registry=registry,
+        )
+        self.requests = Counter("sanic_ota_requests", "Requests by kind and status.", ["kind", "status"],
+                                registry=registry)
+        self.manifest_builds = Counter("sanic_ota_manifest_builds", "Manifests signed (or refused) by result.",
+                                       ["result"], registry=registry)
+        self.releases_served = Gauge("sanic_ota_releases_served", "Releases currently served.",
+                                     multiprocess_mode="max", registry=registry)
+        self.releases_broken = Gauge("sanic_ota_releases_broken", "Releases present but not servable.",
+                                     multiprocess_mode="max", registry=registry)
+        # "live": a worker that exited takes its view of the keys file with it
+        self.keys_file_ok = Gauge("sanic_ota_keys_file_ok",
+                                  "1 if the keys file on disk is applied in full (in every worker).",
+                                  multiprocess_mode="livemin", registry=registry)
+        self.keys_file_problem = Gauge("sanic_ota_keys_file_problem",
+                                       "1 for the reason the keys file is not (fully) applied.",
+                                       ["reason"], multiprocess_mode="livemax", registry=registry)
+        #: The index that decides which names are label values; replaced by ``releases``.
+        self.index = Index()
 
-def manifest_event(result: str, version: str) -> None:
-    MANIFEST_BUILDS.labels(result).inc()
+    def observe(self, record: RequestRecord) -> None:
+        """Count a closed request."""
+        self.requests.labels(record.kind, str(record.status)).inc()
+        if record.auth_failure is not None:
+            self.auth_failures.labels(record.auth_failure).inc()
+        if record.kind == Kind.DOWNLOAD:
+            version, file = download_labels(self.index, record.version, record.file)
+            self.downloads.labels(version, file, record.outcome).inc()
+            if record.status == 200 and record.sent:  # image bytes; an error's JSON body is not
+                self.bytes.labels(version, file).inc(record.sent)
 
+    def manifest_event(self, result: str, version: str) -> None:
+        self.manifest_builds.labels(result).inc()
 
-def releases(index: Index) -> None:
-    """Called with every new index: releases served, and present but refused."""
-    global _index
-    _index = index
-    RELEASES.set(len(index.releases))
-    BROKEN.set(len(index.problems))
+    def releases(self, index: Index) -> None:
+        """Called with every new index: releases served, and present but refused."""
+        self.index = index
+        self.releases_served.set(len(index.releases))
+        self.releases_broken.set(len(index.problems))
 
+    def keys_file(self, status: KeysFileStatus) -> None:
+        """Called at start and after every reload of the keys file."""
+        self.keys_file_ok.set(1 if status.ok else 0)
+        for reason in PROBLEMS:
+            self.keys_file_problem.labels(reason).set(1 if status.problem == reason else 0)
 
-def keys_file(status: KeysFileStatus) -> None:
-    """Called at start and after every reload of the keys file."""
-    KEYS_FILE_OK.set(1 if status.ok else 0)
-    for reason in PROBLEMS:
-        KEYS_FILE_PROBLEM.labels(reason).set(1 if status.problem == reason else 0)
+    def exposition(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-
-def exposition() -> tuple[bytes, str]:
-    if MULTIPROCESS:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    def worker_exited(self, pid: int) -> None:
+        if self.multiprocess:
+            multiprocess.mark_process_dead(pid)
 
 
 def prepare_multiprocess_dir() -> str | None:
@@ -115,8 +144,3 @@ def prepare_multiprocess_dir() -> str | None:
 def remove_multiprocess_dir(directory: str | None) -> None:
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def worker_exited(pid: int) -> None:
-    if MULTIPROCESS:
-        multiprocess.mark_process_dead(pid)

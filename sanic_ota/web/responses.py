@@ -25,9 +25,10 @@ from sanic.exceptions import RequestCancelled, SanicException
 from sanic.http import Http
 from sanic.response import json as json_response
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import CLIENT_CLOSED, RequestRecord
 from sanic_ota.errors import OtaError
 from sanic_ota.filecache import Image
+from sanic_ota.web.accountant import client_gone
 
 logger = logging.getLogger("sanic_ota.web")
 
@@ -60,11 +61,6 @@ COPY_READ_SIZE = 256 * 1024
 #: it is kept small: the module needs only its first 1024-byte read to hold the
 #: headers and the magic bytes.
 FIRST_CHUNK_SIZE = 16 * 1024
-
-
-#: What the audit log and metrics record for a request whose client closed the
-#: connection before it was answered (nginx's "client closed request"); never sent.
-CLIENT_CLOSED = 499
 
 
 class WireHeaders(Header):
@@ -107,11 +103,11 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
 
     A client that closed the connection before its answer (``RequestCancelled``, a
     ``CancelledError`` that Sanic hands here) is not an error: nothing failed here
-    and nobody is left to answer. The request is marked so that the audit log can
-    tell it apart; the response returned is never sent.
+    and nobody is left to answer. Its record is marked, so that it is counted as
+    aborted; the response returned is never sent.
     """
     if isinstance(exception, RequestCancelled):
-        request.ctx.client_gone = True
+        client_gone(request)
         return HTTPResponse(status=CLIENT_CLOSED)
     if isinstance(exception, OtaError):
         if exception.status >= 500:
@@ -145,7 +141,7 @@ def body_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
     return spans
 
 
-async def send_image(request: Request, image: Image, audit: AuditRecord) -> None:
+async def send_image(request: Request, image: Image, record: RequestRecord) -> None:
     """Stream ``image`` with exact-case ``Content-Length: `` and bounded memory.
 
     Sanic writes the header block and the first ``send`` in one transport write,
@@ -154,7 +150,8 @@ async def send_image(request: Request, image: Image, audit: AuditRecord) -> None
     request; a verified copy on disk is read ``COPY_READ_SIZE`` at a time in a
     thread, so the loop never waits on the disk. The first read happens before
     the headers are sent: if it fails, the module gets a JSON error, not half an image.
-    ``audit.bytes`` counts what was handed to the transport, for the audit log.
+    From then on the record is streaming (its handler closes it) and ``record.sent``
+    counts what was handed to the transport.
     """
     if isinstance(image, bytes):
         view = memoryview(image)
@@ -169,6 +166,7 @@ async def send_image(request: Request, image: Image, audit: AuditRecord) -> None
             return await asyncio.to_thread(image.read, start, stop)
 
     first = await read(*spans[0]) if spans else b""
+    record.streaming = True
     response = await request.respond(
         headers={"Content-Length": str(length)},
         content_type="application/octet-stream",
@@ -177,8 +175,8 @@ async def send_image(request: Request, image: Image, audit: AuditRecord) -> None
         await response.send(b"", end_stream=True)
         return
     await response.send(first)
-    audit.bytes += len(first)
+    record.sent += len(first)
     for start, stop in spans[1:]:
         chunk = await read(start, stop)
         await response.send(chunk)
-        audit.bytes += len(chunk)
+        record.sent += len(chunk)

@@ -3,7 +3,7 @@
 Handlers only translate: parameters in, core objects out, bytes on the wire through
 ``responses``. Every failure is an ``OtaError`` that ``responses.handle_exception``
 turns into the one JSON error shape. Each handler names its request kind on the
-request's ``AuditRecord``; ``server`` logs the record when the answer is complete.
+request's record (``accountant.begin``), which is counted once the answer is complete.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
 from sanic.response import raw
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind
 from sanic_ota.errors import BadRequest, NotFound
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
 from sanic_ota.releases import Index
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
-from sanic_ota.web import metrics
+from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin
 from sanic_ota.web.responses import esp_json, send_image
 
@@ -38,20 +38,12 @@ def _state(request: Request) -> State:
     return request.app.ctx.state
 
 
-def audit_of(request: Request) -> AuditRecord:
-    record = getattr(request.ctx, "audit", None)
-    if record is None:
-        record = request.ctx.audit = AuditRecord(client=request.remote_addr or request.ip or "-")
-    return record
-
-
-def _device(request: Request, kind: str) -> Key:
+def _device(request: Request, kind: Kind) -> Key:
     """Authenticate a module (or auditor) token, naming the request kind for the log."""
-    audit = audit_of(request)
-    audit.kind = kind
+    record = begin(request, kind)
     state = _state(request)
     key = authenticate(request, state.keyring, state.limiter)
-    audit.key = key.name
+    record.key = key.name
     return key
 
 
@@ -69,10 +61,10 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
     args = request.get_args(keep_blank_values=True)
     if not any(name in args for name in ("action", "version", "filename")):
-        _device(request, "version_query")
+        _device(request, Kind.VERSION_QUERY)
         return version_query(_state(request).index)
-    _device(request, "download")
-    audit = audit_of(request)
+    _device(request, Kind.DOWNLOAD)
+    record = record_of(request)
     action = _single(args, "action")
     if action is None:
         raise BadRequest(f"missing action={DOWNLOAD_ACTION}")
@@ -80,13 +72,13 @@ async def device_rom(request: Request) -> HTTPResponse | None:
         raise BadRequest(f'unknown action; the only action is "{DOWNLOAD_ACTION}"')
     version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
-    audit.version, audit.file = version, filename  # plain names, safe to log
+    record.version, record.file = version, filename  # plain names, safe to log
     await download(request, version, filename)
     return None
 
 
 async def download(request: Request, version: str, filename: str) -> None:
-    state, audit = _state(request), audit_of(request)
+    state, record = _state(request), record_of(request)
     release = state.index.release(version)
     entry = release.manifest.files.get(filename)
     if entry is None:
@@ -94,18 +86,14 @@ async def download(request: Request, version: str, filename: str) -> None:
     image = state.files.cached(version, filename, entry)
     if image is None:
         image = await asyncio.to_thread(state.files.load, version, filename, entry)
-    request.ctx.streaming = True  # the response is logged here, once the body is sent
-    metrics.IN_FLIGHT.inc()
-    outcome = "aborted"
+    accountant: Accountant = request.app.ctx.accountant
+    length = image.length if isinstance(image, VerifiedCopy) else len(image)
     try:
-        await send_image(request, image, audit)
-        outcome = "completed"
+        with accountant.sending(record, length):  # the record is closed once the body is sent
+            await send_image(request, image, record)
     finally:
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
-        metrics.IN_FLIGHT.dec()
-        audit.finish(200, audit.bytes, outcome)
-        request.app.ctx.emit(request, audit)
 
 
 def version_query(index: Index) -> HTTPResponse:
@@ -116,7 +104,7 @@ def version_query(index: Index) -> HTTPResponse:
 
 @bp.get("/v1/device/rom", strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
-    _device(request, "listing")
+    _device(request, Kind.LISTING)
     return esp_json(listing_body(_state(request).index))
 
 
@@ -146,7 +134,7 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
 
 @bp.get("/v1/manifest/", strict_slashes=True)
 async def manifest_index(request: Request) -> HTTPResponse:
-    _device(request, "manifest")
+    _device(request, Kind.MANIFEST)
     state = _state(request)
     index = state.index
     versions = [
@@ -158,17 +146,16 @@ async def manifest_index(request: Request) -> HTTPResponse:
 
 @bp.get("/v1/manifest/<version:str>", strict_slashes=True)
 async def manifest_file(request: Request, version: str) -> HTTPResponse:
-    _device(request, "manifest")
+    _device(request, Kind.MANIFEST)
     release = _state(request).index.release(check_name(version, "version"))
-    audit_of(request).version = release.version
+    record_of(request).version = release.version
     return raw(release.document, content_type="application/json")
 
 
 @bp.get("/metrics", strict_slashes=True)
 async def prometheus(request: Request) -> HTTPResponse:
-    audit = audit_of(request)
-    audit.kind = "metrics"
+    record = begin(request, Kind.METRICS)
     state = _state(request)
-    audit.key = authenticate_admin(request, state.keyring, state.limiter).name
-    body, content_type = metrics.exposition()
+    record.key = authenticate_admin(request, state.keyring, state.limiter).name
+    body, content_type = request.app.ctx.metrics.exposition()
     return raw(body, content_type=content_type)

@@ -1,7 +1,11 @@
-"""The Sanic application: configuration, lifecycle, audit logging, and the routes.
+"""The Sanic application: configuration, lifecycle, the objects it owns, and the routes.
 
 ``create_app`` is the factory; ``sanic sanic_ota.app`` uses the instance that
 ``sanic_ota`` builds from the ``SANIC_OTA_*`` environment. Tests pass ``Settings``.
+
+Each app owns its ``Metrics`` and its ``LogWriter`` (made here, so two apps in one
+process share neither), its ``State`` and its ``Accountant`` (made as its server
+starts); all are kept on ``app.ctx`` and closed when it stops.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import RequestCancelled
 
-from sanic_ota import logs
-from sanic_ota.audit import AuditRecord, format_record
+from sanic_ota.logs import LogWriter
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
 from sanic_ota.web import metrics, routes, status
+from sanic_ota.web.accountant import Accountant
 from sanic_ota.web.connections import AddressSlots
 from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.process import OtaSanic
-from sanic_ota.web.responses import CLIENT_CLOSED, for_the_module, handle_exception
+from sanic_ota.web.responses import for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
 #: 3-minute budget for one image, so the response may take 4 minutes before Sanic cuts
@@ -77,40 +81,38 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         name or ("sanic_ota" if settings is None else f"sanic_ota_{next(_names)}"),
         config=Config(defaults={**TIMEOUT_DEFAULTS}),
     )
-    logs.start()
     # Read the raw environment: Sanic's own conversion turns SANIC_OTA_PARTITIONS_DIR=007 into 7.
     settings = settings or Settings.from_environ(os.environ)
     app.ctx.settings = settings
     app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
+    app.ctx.metrics = app_metrics = metrics.Metrics()
+    app.ctx.log = log = LogWriter()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
     app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
-    def emit(request: Request, record: AuditRecord) -> None:
-        logs.audit(format_record(record, settings.log_format))
-        metrics.observe(record, getattr(request.ctx, "auth_failure_reason", None))
-        request.app.ctx.state.stats.observe(record, status.failure_reason(request, record.kind))
-
-    app.ctx.emit = emit
-
     @app.main_process_start
     async def main_start(app: Sanic) -> None:
+        log.start()
         app.ctx.metrics_dir = metrics.prepare_multiprocess_dir()
         listen_also(app, settings.extra_ports)
 
     @app.main_process_stop
     async def main_stop(app: Sanic) -> None:
         metrics.remove_multiprocess_dir(getattr(app.ctx, "metrics_dir", None))
+        log.stop()
 
     @app.before_server_start
     async def start(app: Sanic) -> None:
+        log.start()
         check_listening(app, settings.extra_ports)
-        state = await asyncio.to_thread(open_state, settings, metrics.manifest_event)
+        state = await asyncio.to_thread(open_state, settings, app_metrics.manifest_event)
         app.ctx.state = state
-        app.ctx.watcher = Watcher(state, on_index=metrics.releases, on_keys=metrics.keys_file)
-        metrics.releases(state.index)
-        metrics.keys_file(state.keys_file)
+        app.ctx.accountant = Accountant(settings.log_format, log, app_metrics, state.stats)
+        app.ctx.watcher = Watcher(state, on_index=app_metrics.releases, on_keys=app_metrics.keys_file)
+        app_metrics.releases(state.index)
+        app_metrics.keys_file(state.keys_file)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
@@ -133,24 +135,14 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.after_server_stop
     async def stopped(app: Sanic) -> None:
-        metrics.worker_exited(os.getpid())
+        app_metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)
+        log.stop()  # last: what the stop logged is written too
 
     @app.on_response
-    async def log_response(request: Request, response: HTTPResponse) -> None:
+    async def account_response(request: Request, response: HTTPResponse) -> None:
         for_the_module(request, response)
-        if getattr(request.ctx, "streaming", False):
-            return  # a download logs itself once its body is sent or abandoned
-        if getattr(request.ctx, "client_gone", False):
-            # Closed before the answer. Half a request is no request: not logged, not
-            # counted. One that reached its handler was given up by its client.
-            if (record := getattr(request.ctx, "audit", None)) is not None:
-                record.finish(CLIENT_CLOSED, 0, "aborted")
-                emit(request, record)
-            return
-        record = routes.audit_of(request)
-        record.finish(response.status, len(response.body or b""))
-        emit(request, record)
+        app.ctx.accountant.answered(request, response)
 
     return app

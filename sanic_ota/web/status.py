@@ -16,13 +16,14 @@ from html import escape
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import html
 
+from sanic_ota.accounting import Kind
 from sanic_ota.errors import OtaError
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
 from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
-from sanic_ota.web import routes
+from sanic_ota.web.accountant import begin
 from sanic_ota.web.auth import authenticate_admin
 
 bp = Blueprint("status")
@@ -33,7 +34,6 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
-ADMIN_KINDS = ("status", "metrics")
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:80em}
@@ -49,25 +49,12 @@ svg rect.bar{fill:#3b6fb6}svg line{stroke:#999}
 
 @bp.get("/status", strict_slashes=True)
 async def status_page(request: Request) -> HTTPResponse:
-    audit = routes.audit_of(request)
-    audit.kind = "status"
+    record = begin(request, Kind.STATUS)
     state = request.app.ctx.state
-    audit.key = authenticate_admin(request, state.keyring, state.limiter).name
+    record.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
     page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file)
     return html(page, headers=HEADERS)
-
-
-def failure_reason(request: Request, kind: str) -> str | None:
-    """The auth failure to count for the status page, if any.
-
-    A browser asks an admin page once without credentials, gets 401 with the Basic
-    challenge, then asks again: that first request is how Basic works, not a failure.
-    """
-    reason = getattr(request.ctx, "auth_failure_reason", None)
-    if kind in ADMIN_KINDS and "authorization" not in request.headers:
-        return None
-    return reason
 
 
 def render_status(

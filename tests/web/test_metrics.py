@@ -1,4 +1,4 @@
-"""Metric labels stay as few as the releases on disk, whatever clients ask for."""
+"""Metric labels stay as few as the releases on disk, whatever clients ask for; each app counts alone."""
 
 from __future__ import annotations
 
@@ -7,24 +7,26 @@ import re
 from pathlib import Path
 
 from conftest import TOKEN, VERSION, env_for, settings_for
+from sanic import Sanic
 from server_process import ServerProcess
 
-from sanic_ota.audit import AuditRecord
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, Key, KeysFileStatus, load_keys, save_keys
 from sanic_ota.releases import Index
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
-from sanic_ota.web import metrics
+from sanic_ota.web.metrics import Metrics
+from sanic_ota.web.server import create_app
 
 ADMIN = "b" * 40
 
 
-def _value(version: str, file: str, outcome: str) -> float:
-    return metrics.DOWNLOADS.labels(version, file, outcome)._value.get()
+def _value(metrics: Metrics, version: str, file: str, outcome: str) -> float:
+    return metrics.downloads.labels(version, file, outcome)._value.get()
 
 
-def _bytes_total() -> float:
-    return sum(s.value for m in metrics.BYTES.collect() for s in m.samples if s.name.endswith("_total"))
+def _bytes_total(metrics: Metrics) -> float:
+    return sum(s.value for m in metrics.bytes.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 def _index(settings: Settings) -> Index:
@@ -33,37 +35,40 @@ def _index(settings: Settings) -> Index:
     return Index(releases=index.releases, problems={"v0.9.0": "holds no .bin file"})
 
 
-def _download(version: str | None, file: str | None, status: int, sent: int, outcome: str | None = None) -> None:
-    record = AuditRecord(client="x", kind="download", version=version, file=file)
-    record.finish(status, sent, outcome)
-    metrics.observe(record, None)
+def _download(metrics: Metrics, version: str | None, file: str | None, status: int, sent: int,
+              length: int | None = None) -> None:
+    """A download record closed with ``sent`` of ``length`` bytes; less: the client left."""
+    record = RequestRecord(client="x", kind=Kind.DOWNLOAD, handled=True, version=version, file=file)
+    record.client_gone = length is not None and sent < length
+    record.close(status, sent, sent if length is None else length)
+    metrics.observe(record)
 
 
 def test_labels_name_only_releases_on_disk(settings: Settings) -> None:
+    metrics = Metrics()
     metrics.releases(_index(settings))
-    before = {key: _value(*key) for key in [(VERSION, "ota.bin", "completed"), ("v0.9.0", "other", "error"),
-                                            ("other", "other", "refused"), (VERSION, "other", "refused")]}
-    _download(VERSION, "ota.bin", 200, 10, "completed")
-    _download("v0.9.0", "made-up-1.bin", 503, 90)  # refused release: its version, never the file asked for
-    _download("made-up-1", "nope.bin", 404, 60)
-    _download(VERSION, "nope.bin", 404, 60)
-    _download(None, None, 401, 60)  # no token: the query was never read
-    assert _value(VERSION, "ota.bin", "completed") == before[(VERSION, "ota.bin", "completed")] + 1
-    assert _value("v0.9.0", "other", "error") == before[("v0.9.0", "other", "error")] + 1
-    assert _value("other", "other", "refused") == before[("other", "other", "refused")] + 2
-    assert _value(VERSION, "other", "refused") == before[(VERSION, "other", "refused")] + 1
-    labels = {(s.labels.get("version"), s.labels.get("file")) for m in metrics.DOWNLOADS.collect() for s in m.samples}
+    _download(metrics, VERSION, "ota.bin", 200, 10)
+    _download(metrics, "v0.9.0", "made-up-1.bin", 503, 90)  # refused release: its version, never the file asked for
+    _download(metrics, "made-up-1", "nope.bin", 404, 60)
+    _download(metrics, VERSION, "nope.bin", 404, 60)
+    _download(metrics, None, None, 401, 60)  # no token: the query was never read
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 1
+    assert _value(metrics, "v0.9.0", "other", "error") == 1
+    assert _value(metrics, "other", "other", "refused") == 2
+    assert _value(metrics, VERSION, "other", "refused") == 1
+    labels = {(s.labels.get("version"), s.labels.get("file")) for m in metrics.downloads.collect() for s in m.samples}
     assert not {"made-up-1", "nope.bin", "made-up-1.bin", ""} & {name for pair in labels for name in pair}
 
 
 def test_bytes_served_counts_image_bytes_not_error_bodies(settings: Settings) -> None:
+    metrics = Metrics()
     metrics.releases(_index(settings))
-    before = _bytes_total()
-    _download(VERSION, "ota.bin", 200, 1000, "aborted")  # part of an image is still image bytes
-    _download("v0.9.0", "ota.bin", 503, 90)
-    _download(VERSION, "nope.bin", 404, 60)
-    assert _bytes_total() == before + 1000
-    assert metrics.BYTES.labels(VERSION, "ota.bin")._value.get() >= 1000
+    _download(metrics, VERSION, "ota.bin", 200, 1000, length=5000)  # part of an image is still image bytes
+    _download(metrics, "v0.9.0", "ota.bin", 503, 90)
+    _download(metrics, VERSION, "nope.bin", 404, 60)
+    assert _bytes_total(metrics) == 1000
+    assert metrics.bytes.labels(VERSION, "ota.bin")._value.get() == 1000
+    assert _value(metrics, VERSION, "ota.bin", "aborted") == 1
 
 
 def test_made_up_names_leave_metrics_small(workdir: Path) -> None:
@@ -93,10 +98,31 @@ def test_made_up_names_leave_metrics_small(workdir: Path) -> None:
 
 
 def test_the_keys_file_gauges_name_one_reason_at_a_time() -> None:
+    metrics = Metrics()
     metrics.keys_file(KeysFileStatus("invalid", "bad JSON"))
-    assert metrics.KEYS_FILE_OK._value.get() == 0
-    assert {r: metrics.KEYS_FILE_PROBLEM.labels(r)._value.get() for r in PROBLEMS} == {
+    assert metrics.keys_file_ok._value.get() == 0
+    assert {r: metrics.keys_file_problem.labels(r)._value.get() for r in PROBLEMS} == {
         "missing": 0, "unreadable": 0, "invalid": 1, "open_to_others": 0}
     metrics.keys_file(KeysFileStatus())
-    assert metrics.KEYS_FILE_OK._value.get() == 1
-    assert not any(metrics.KEYS_FILE_PROBLEM.labels(r)._value.get() for r in PROBLEMS)
+    assert metrics.keys_file_ok._value.get() == 1
+    assert not any(metrics.keys_file_problem.labels(r)._value.get() for r in PROBLEMS)
+
+
+def _completed(metrics: str, version: str = VERSION, file: str = "ota.bin") -> float:
+    found = re.search(rf'^sanic_ota_downloads_total{{file="{file}",outcome="completed",version="{version}"}} (\S+)$',
+                      metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_two_apps_in_one_process_keep_separate_counters(workdir: Path, settings: Settings) -> None:
+    save_keys(workdir / "keys.json", load_keys(workdir / "keys.json") + [Key("ops", ADMIN, {"Role": "admin"})])
+    one: Sanic = create_app(settings)
+    two: Sanic = create_app(settings)
+    url = f"/v1/device/rom/?action=download_rom&version={VERSION}&filename=ota.bin"
+    for app, downloads in ((one, 2), (two, 1)):
+        for _ in range(downloads):
+            assert app.test_client.get(url, headers={"Authorization": f"token {TOKEN}"})[1].status == 200
+    metrics = {name: app.test_client.get("/metrics", headers={"Authorization": f"token {ADMIN}"})[1].text
+               for name, app in (("one", one), ("two", two))}
+    assert _completed(metrics["one"]) == 2 and _completed(metrics["two"]) == 1
+    assert "process_cpu_seconds_total" in metrics["one"]  # a default registry's collectors, as before

@@ -65,7 +65,7 @@ def test_a_500_leaves_with_the_exact_bytes_content_length(error: Exception, requ
 
 def test_a_client_gone_before_its_answer_is_marked_not_an_error(request_stub, caplog) -> None:
     response = handle_exception(request_stub, RequestCancelled())
-    assert response.status == CLIENT_CLOSED and request_stub.ctx.client_gone
+    assert response.status == CLIENT_CLOSED and request_stub.ctx.record.client_gone
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 

@@ -1,0 +1,149 @@
+"""The record of one request, and the one place its outcome is decided.
+
+A request is told four times: the audit log line, the Prometheus counters, the
+download counts and the failure list of the status page. They all read the same
+``RequestRecord``, and only ``RequestRecord.close`` (through ``decide``) says how it
+ended, so a download cannot be "completed" in one and "aborted" in another. The web
+layer fills the record as the request goes (``sanic_ota.web.accountant``) and closes
+it once; nothing here knows Sanic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from time import monotonic
+
+
+class Kind(StrEnum):
+    """What a request was, as the log and the metrics name it."""
+
+    VERSION_QUERY = "version_query"
+    LISTING = "listing"
+    DOWNLOAD = "download"
+    MANIFEST = "manifest"
+    METRICS = "metrics"
+    STATUS = "status"
+    OTHER = "other"  # no handler named it: an unknown path, a refused method
+
+
+class Outcome(StrEnum):
+    """How a request ended."""
+
+    COMPLETED = "completed"  # the whole answer was handed over
+    ABORTED = "aborted"  # the client went away before the end of the answer
+    REFUSED = "refused"  # a 4xx answer
+    ERROR = "error"  # a 5xx answer, or a download the server could not finish
+
+
+class AuthFailure(StrEnum):
+    """Why authentication failed; the ``reason`` label of ``sanic_ota_auth_failures_total``."""
+
+    MALFORMED = "malformed"  # no Authorization header, or not one we can read
+    UNKNOWN_TOKEN = "unknown_token"
+    NOT_ADMIN = "not_admin"  # a device key on an admin page
+    RATE_LIMITED = "rate_limited"
+
+
+#: The pages an operator's browser logs in to with HTTP Basic.
+ADMIN_KINDS = frozenset({Kind.STATUS, Kind.METRICS})
+
+#: The status recorded for a request whose client closed the connection before it was
+#: answered (nginx's "client closed request"); never sent.
+CLIENT_CLOSED = 499
+
+
+def decide(status: int, sent: int, length: int, client_gone: bool) -> Outcome:
+    """How a request ended: its status, the body bytes handed over of ``length``, and
+    whether the client closed the connection.
+
+    An answer cut short is ``aborted`` if the client left and ``error`` if the server
+    stopped sending (a read that failed half-way). A complete answer is judged by its
+    status alone: the client leaving after the last byte was handed over changes nothing.
+    """
+    if status == CLIENT_CLOSED:
+        return Outcome.ABORTED
+    if sent < length:
+        return Outcome.ABORTED if client_gone else Outcome.ERROR
+    if status >= 500:
+        return Outcome.ERROR
+    if status >= 400:
+        return Outcome.REFUSED
+    return Outcome.COMPLETED
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RequestRecord:
+    """Everything said about one request; filled while it runs, closed once.
+
+    Only names that are safe to log go in: the key's Name, never its token; a version
+    or file name only once it passed ``versions.check_name``.
+    """
+
+    client: str
+    #: The request carried an Authorization header (see ``failure``).
+    credentials: bool = False
+    kind: Kind = Kind.OTHER
+    #: A handler took the request up (``kind`` is then its own).
+    handled: bool = False
+    key: str | None = None
+    version: str | None = None
+    file: str | None = None
+    auth_failure: AuthFailure | None = None
+    #: The body is being sent by its handler, which closes the record when it is done.
+    streaming: bool = False
+    client_gone: bool = False
+    #: Body bytes handed to the transport.
+    sent: int = 0
+    status: int = 0
+    outcome: Outcome | None = None
+    time: str = field(default_factory=_now)
+    duration_ms: float = 0.0
+    started: float = field(default_factory=monotonic, repr=False)
+
+    @property
+    def is_request(self) -> bool:
+        """False for a connection closed before a handler took its request up.
+
+        Half a request is no request: it is not logged, counted or listed.
+        """
+        return self.handled or not self.client_gone
+
+    def close(self, status: int, sent: int, length: int) -> bool:
+        """Decide the outcome: ``sent`` of ``length`` body bytes went out with ``status``.
+
+        True the first time for a request; False if it was closed already, or is no
+        request at all, so that it is counted once or not at all.
+        """
+        if self.outcome is not None or not self.is_request:
+            return False
+        self.status, self.sent = status, sent
+        self.outcome = decide(status, sent, length, self.client_gone)
+        self.duration_ms = round((monotonic() - self.started) * 1000, 1)
+        return True
+
+    @property
+    def failure(self) -> str | None:
+        """Why the status page lists this request, or None for one that went as it should.
+
+        A browser asks an admin page once without credentials, gets 401 with the Basic
+        challenge, then asks again: that first request is how Basic works, not a failure.
+        An auditor asking for a manifest that is not there is not one either; a module
+        refused a download is.
+        """
+        if self.auth_failure is not None:
+            if self.kind in ADMIN_KINDS and not self.credentials:
+                return None
+            return f"auth: {self.auth_failure}"
+        if self.outcome is None:
+            return None
+        if self.outcome in (Outcome.ABORTED, Outcome.ERROR) or (
+            self.kind == Kind.DOWNLOAD and self.outcome == Outcome.REFUSED
+        ):
+            return self.outcome.value
+        return None

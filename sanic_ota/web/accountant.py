@@ -1,0 +1,100 @@
+"""Each request's ``RequestRecord`` (``request.ctx.record``) and the ``Accountant`` that
+closes it once and tells the audit log, the metrics and the statistics.
+
+Who writes what on the record: a handler names its request (``begin``); ``auth``
+notes why authentication failed; ``responses.handle_exception`` notes a client gone
+(``client_gone``); ``responses.send_image`` counts a download's bytes and marks it
+streaming. It is closed in one of two places: the response middleware
+(``Accountant.answered``) for every answer built whole, and ``Accountant.sending`` for
+a download, once its body is sent or abandoned. How it ended is decided by the record
+itself (``sanic_ota.accounting.decide``), never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sanic import HTTPResponse, Request
+
+from sanic_ota.accounting import Kind, RequestRecord
+from sanic_ota.audit import format_record
+from sanic_ota.logs import LogWriter
+from sanic_ota.stats import Stats
+from sanic_ota.web.metrics import Metrics
+
+#: The status line of a download (``send_image``); errors found before it are answers.
+DOWNLOAD_STATUS = 200
+
+
+def record_of(request: Request) -> RequestRecord:
+    """The request's record, made on first use."""
+    record: RequestRecord | None = getattr(request.ctx, "record", None)
+    if record is None:
+        record = request.ctx.record = RequestRecord(
+            client=request.remote_addr or request.ip or "-", credentials="authorization" in request.headers
+        )
+    return record
+
+
+def begin(request: Request, kind: Kind) -> RequestRecord:
+    """A handler takes the request up and names what it is."""
+    record = record_of(request)
+    record.kind, record.handled = kind, True
+    return record
+
+
+def client_gone(request: Request) -> None:
+    """The client closed the connection before its answer."""
+    record_of(request).client_gone = True
+
+
+class Accountant:
+    """Closes records and hands each closed one to the three places that count it.
+
+    The fourth reader, the status page's failure list, reads the statistics.
+    """
+
+    def __init__(self, log_format: str, log: LogWriter, metrics: Metrics, stats: Stats) -> None:
+        self.log_format = log_format
+        self.log = log
+        self.metrics = metrics
+        self.stats = stats
+
+    def close(self, record: RequestRecord, status: int, sent: int, length: int) -> None:
+        if record.close(status, sent, length):
+            self.log.audit(format_record(record, self.log_format))
+            self.metrics.observe(record)
+            self.stats.observe(record)
+
+    def answered(self, request: Request, response: HTTPResponse) -> None:
+        """From the response middleware, for every answer, before it is written.
+
+        A download's answer is only its header here; ``sending`` closes its record.
+        An answer to a client that is gone is ``CLIENT_CLOSED`` with no body.
+        """
+        record = record_of(request)
+        if not record.streaming:
+            body = len(response.body or b"")
+            self.close(record, response.status, body, body)
+
+    @contextmanager
+    def sending(self, record: RequestRecord, length: int) -> Iterator[None]:
+        """Around sending a download's ``length`` bytes: in flight, then closed as it ended.
+
+        Sanic cancels the handler when the connection is lost; any other exception
+        while the body is sent is the server's own failure. Until ``send_image`` marks
+        the record streaming, an exception still becomes an error answer, closed by
+        ``answered``.
+        """
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        except asyncio.CancelledError:
+            record.client_gone = True
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            if record.streaming:
+                self.close(record, DOWNLOAD_STATUS, record.sent, length)

@@ -1,0 +1,50 @@
+"""Log lines leave through the app's own writer thread, in order, and all of them on stop."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from sanic_ota.logs import ROOT, LogWriter
+
+
+def test_every_line_is_written_in_order_by_stop() -> None:
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    writer.start()
+    for n in range(5000):
+        writer.audit(f'{{"n":{n}}}')
+    logging.getLogger(f"{ROOT}.test").warning("after the audit lines")
+    writer.stop()
+    lines = stream.getvalue().splitlines()
+    assert lines[:5000] == [f'{{"n":{n}}}' for n in range(5000)]  # bare, as queued
+    assert len(lines) == 5001 and lines[-1].endswith("WARNING sanic_ota.test: after the audit lines")
+
+
+def test_two_writers_keep_their_own_lines_and_hand_the_logger_back() -> None:
+    one, two = io.StringIO(), io.StringIO()
+    first, second = LogWriter(one), LogWriter(two)
+    first.start()
+    second.start()  # the logger's records go to the writer started last
+    first.audit("one's line")
+    second.audit("two's line")
+    logging.getLogger(ROOT).warning("a record")
+    second.stop()
+    first.stop()
+    assert one.getvalue() == "one's line\n"
+    assert two.getvalue().startswith("two's line\n") and "a record" in two.getvalue()
+    log = logging.getLogger(ROOT)
+    assert not [h for h in log.handlers if type(h).__module__ == "sanic_ota.logs"] and log.propagate
+
+
+def test_a_writer_starts_again_after_a_stop() -> None:
+    """As sanic-testing does: a server started and stopped once per request."""
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    for n in range(3):
+        writer.start()
+        writer.start()  # a second start while running is nothing
+        writer.audit(f"line {n}")
+        writer.stop()
+    writer.stop()
+    assert stream.getvalue() == "line 0\nline 1\nline 2\n"
