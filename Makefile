@@ -46,8 +46,12 @@ system-tools:
 	    || { echo "make test needs:$$missing (apt-get install them as root)"; exit 1; }; \
 	fi
 
+# Two pytest workers (pytest-xdist): most tests wait on real server processes, so two
+# halve the wall time on 2 cores (4 min -> 2 min). TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+
 test: lint system-tools
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure here"; rc=1; fi; \
 	exit $$rc
 
