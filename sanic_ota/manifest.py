@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sanic_ota import images
-from sanic_ota.errors import ImageError, ManifestError
+from sanic_ota.errors import ImageError, ManifestError, OtherReleaseError
 from sanic_ota.signing import Signer, Verifier
 from sanic_ota.versions import is_plain_name
 
@@ -144,6 +144,8 @@ def verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
     it names the release it was found for (a manifest copied over another release's
     fails here). Input that Python's JSON refuses outright (a 5,000-digit number,
     nesting deeper than the recursion limit) is a ``ManifestError`` like any other.
+    The subclasses say which check failed (``SignatureError``, ``UnknownKeyError``,
+    ``OtherReleaseError``), for ``trust.decide``'s verdict.
     """
     try:
         return _verify(data, verifier, expected_version)
@@ -158,7 +160,7 @@ def _verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
     verifier.verify(document["signed"], document.get("signatures"))
     manifest = Manifest.from_signed(document["signed"])
     if manifest.version != expected_version:
-        raise ManifestError(
+        raise OtherReleaseError(
             f"manifest names release {manifest.version!r}, expected {expected_version!r}"
         )
     return manifest

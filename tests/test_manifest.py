@@ -11,7 +11,7 @@ from conftest import VERSION, example
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sanic_ota import manifest as manifests
-from sanic_ota.errors import ImageError, ManifestError, SignatureError
+from sanic_ota.errors import ImageError, ManifestError, OtherReleaseError, SignatureError, UnknownKeyError
 from sanic_ota.manifest import MANIFEST_TYPE, SPEC_VERSION, FileEntry, Manifest
 from sanic_ota.signing import Signer
 
@@ -79,13 +79,21 @@ def test_a_changed_value_fails(signer: Signer, change) -> None:
 
 def test_another_key_fails(signer: Signer) -> None:
     other = Signer(Ed25519PrivateKey.generate())
-    with pytest.raises(SignatureError):
+    with pytest.raises(UnknownKeyError):
         manifests.verify(manifests.sign(_manifest(), other), signer.verifier, VERSION)
+
+
+def test_an_altered_manifest_fails_as_a_bad_signature_not_an_unknown_key(signer: Signer) -> None:
+    document = _document(signer)
+    document["signed"]["serial"] += 1
+    with pytest.raises(SignatureError) as caught:
+        manifests.verify(json.dumps(document).encode(), signer.verifier, VERSION)
+    assert not isinstance(caught.value, UnknownKeyError)
 
 
 def test_a_manifest_naming_another_release_fails(signer: Signer) -> None:
     data = manifests.sign(_manifest(version="v0.9.0"), signer)
-    with pytest.raises(ManifestError, match="names release 'v0.9.0', expected 'v1.0.0'"):
+    with pytest.raises(OtherReleaseError, match="names release 'v0.9.0', expected 'v1.0.0'"):
         manifests.verify(data, signer.verifier, VERSION)
 
 
