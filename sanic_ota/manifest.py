@@ -2,7 +2,8 @@
 
 The on-disk form is TUF's: ``{"signed": {...}, "signatures": [{"keyid", "sig"}]}``,
 the signature covering ``signing.canonical_bytes(signed)``. This module is pure: it
-turns bytes into checked objects and back; reading directories is ``releases``'s job.
+turns bytes into checked objects and back. Reading them is the store's job, and
+whether a release's files match its manifest is ``trust``'s.
 """
 
 from __future__ import annotations
@@ -103,26 +104,6 @@ class Manifest:
                 raise ManifestError(f"file name {name!r} is not a plain name")
         entries = {name: FileEntry.from_dict(name, data) for name, data in files.items()}
         return cls(version=version, serial=serial, created=created, files=entries)
-
-    def same_files(self, files: dict[str, FileEntry]) -> bool:
-        return {n: (e.length, e.sha256) for n, e in self.files.items()} == {
-            n: (e.length, e.sha256) for n, e in files.items()
-        }
-
-    def mismatches(self, found: dict[str, FileEntry]) -> list[str]:
-        """Why the files ``found`` on disk cannot be served under this manifest (empty: they can)."""
-        problems = []
-        for name, entry in sorted(self.files.items()):
-            seen = found.get(name)
-            if seen is None:
-                problems.append(f"{name} is listed in the manifest but missing")
-            elif (seen.length, seen.sha256) != (entry.length, entry.sha256):
-                problems.append(f"{name} does not match its manifest (length or SHA-256)")
-        return problems
-
-    def unlisted(self, found: dict[str, FileEntry]) -> list[str]:
-        """Files on disk the manifest does not list: they are never served."""
-        return sorted(set(found) - set(self.files))
 
 
 def utc_now() -> str:

@@ -193,28 +193,6 @@ def test_describe_custom_partitions_without_a_check() -> None:
     assert entry.length == 8 and entry.info == {}
 
 
-def test_mismatches_and_unlisted() -> None:
-    listed = _manifest()
-    found = dict(listed.files)
-    assert listed.mismatches(found) == [] and listed.unlisted(found) == []
-    assert listed.same_files(found)
-    changed = {**found, "mqtt_ca.bin": FileEntry.describe("mqtt_ca.bin", CERT + b"x")}
-    assert listed.mismatches(changed) == ["mqtt_ca.bin does not match its manifest (length or SHA-256)"]
-    assert not listed.same_files(changed)
-    missing = {"ota.bin": found["ota.bin"]}
-    assert listed.mismatches(missing) == ["mqtt_ca.bin is listed in the manifest but missing"]
-    extra = {**found, "extra.bin": FileEntry.describe("extra.bin", b"x")}
-    assert listed.mismatches(extra) == []
-    assert listed.unlisted(extra) == ["extra.bin"]
-    assert not listed.same_files(extra)
-
-
-def test_same_files_ignores_the_recorded_image_info() -> None:
-    listed = _manifest()
-    bare = {n: FileEntry(e.length, e.sha256) for n, e in listed.files.items()}
-    assert listed.same_files(bare)
-
-
 def test_manifest_from_signed_does_not_share_state_with_its_input(signer: Signer) -> None:
     signed = _document(signer)["signed"]
     before = copy.deepcopy(signed)

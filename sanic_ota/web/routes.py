@@ -8,7 +8,6 @@ request's ``AuditRecord``; ``server`` logs the record when the answer is complet
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from sanic import Blueprint, HTTPResponse, Request
@@ -91,9 +90,7 @@ async def download(request: Request, version: str, filename: str) -> None:
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
-    image = state.files.cached(version, filename, entry)
-    if image is None:
-        image = await asyncio.to_thread(state.files.load, version, filename, entry)
+    image = await state.files.image(version, filename, entry)
     request.ctx.streaming = True  # the response is logged here, once the body is sent
     metrics.IN_FLIGHT.inc()
     outcome = "aborted"
