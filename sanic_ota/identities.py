@@ -79,11 +79,12 @@ def encode(records: Mapping[str, Mapping[str, Hashed]]) -> bytes:
 
 
 def _entry(value: object) -> Hashed | None:
-    if not isinstance(value, list) or len(value) != 6:
+    """``[*identity, sha256]``: an identity is numbers and strings (a stat tuple, an ETag)."""
+    if not isinstance(value, list) or len(value) < 2:
         return None
-    *numbers, sha = value
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+    *parts, sha = value
+    if not all(isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
         return None
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         return None
-    return Hashed((numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]), sha)
+    return Hashed(tuple(parts), sha)

@@ -20,7 +20,8 @@ SHA = "ab" * 32
 
 
 def test_records_round_trip() -> None:
-    records = {"v1": {"ota.bin": Hashed((1, 2, 3, 4, 5), SHA), "mqtt_ca.bin": Hashed((1, 3, 9, -4, 5), "cd" * 32)}}
+    records = {"v1": {"ota.bin": Hashed((1, 2, 3, 4, 5), SHA), "mqtt_ca.bin": Hashed((1, 3, 9, -4, 5), "cd" * 32)},
+               "v2": {"ota.bin": Hashed(("9b2cf535f27731c974343645a3985328", 4096), SHA)}}  # an ETag and a size
     assert identities.parse(identities.encode(records)) == records
 
 
@@ -28,7 +29,9 @@ def test_records_round_trip() -> None:
     "data",
     [b"", b"[]", b"{", b"[" * 100_000, b'{"v1": ' + b"9" * 5000 + b"}", b'{"v1": {"ota.bin": [1, 2]}}',
      b'{"v1": {"ota.bin": [1, 2, 3, 4, true, "' + b"ab" * 32 + b'"]}}',
-     b'{"v1": {"ota.bin": [1, 2, 3, 4, 5, "AB"]}}', b"\xff\xfe"],
+     b'{"v1": {"ota.bin": [1, 2, 3, 4, 5, "AB"]}}', b'{"v1": {"ota.bin": ["' + b"ab" * 32 + b'"]}}',
+     b'{"v1": {"ota.bin": [1.5, "' + b"ab" * 32 + b'"]}}', b'{"v1": {"ota.bin": [null, "' + b"ab" * 32 + b'"]}}',
+     b"\xff\xfe"],
 )
 def test_a_bad_record_counts_as_empty(data: bytes) -> None:
     assert identities.parse(data) == {}
