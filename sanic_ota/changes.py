@@ -1,55 +1,39 @@
 """What changed on disk, and what must be re-read because of it.
 
 ``plan`` is a pure function over watchfiles' change sets, so the rules (which files
-are temporary, which release a path belongs to) are tested without an event loop.
-``snapshot`` and ``diff`` are the backstop for what file events miss (a replaced or
-re-linked ``partitions/``, a directory created after start, a lost watch): a stat
-signature of everything that is followed, compared with the previous one, gives the
-same kind of ``Plan``. Only ``stat`` is called, never a file's contents.
+are temporary, which release a path belongs to: ``store.local.Roots.locate``) are
+tested without an event loop. ``snapshot`` and ``diff`` are the backstop for what
+file events miss (a replaced or re-linked ``partitions/``, a directory created after
+start, a lost watch): a stat signature of everything that is followed
+(``Roots.signatures``), compared with the previous one, gives the same kind of
+``Plan``. Only ``stat`` is called, never a file's contents.
+
+Watching is for a local disk: the paths come from the ``LocalStore``, and this module
+builds none of its own.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sanic_ota.settings import Settings
-from sanic_ota.versions import is_plain_name
-
-#: Suffixes of files being written by editors and copy tools, never part of a release.
-TEMPORARY_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".partial", ".crdownload")
-
-
-def is_temporary(name: str) -> bool:
-    """rsync's ``.name.XXXXXX``, editors' ``name~`` and ``.name.swp``, any dotfile."""
-    return name.startswith(".") or name.endswith(TEMPORARY_SUFFIXES)
+from sanic_ota.store.local import PIN, LocalStore, Roots, Signature, signature
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Absolute paths of what is watched."""
+    """What is watched, as the paths resolve now."""
 
-    partitions: Path
-    manifests: Path
+    roots: Roots
     keys_file: Path
     watch_manifests: bool  # offline mode: manifests are copied in by operators
 
-    @property
-    def latest_file(self) -> Path:
-        return self.partitions / "LATEST"
 
-
-def layout_of(settings: Settings) -> Layout:
+def layout_of(store: LocalStore, settings: Settings) -> Layout:
     """The paths as they resolve now: a symlinked ``partitions/`` may point elsewhere later."""
-    return Layout(
-        partitions=Path(settings.partitions_dir).resolve(),
-        manifests=Path(settings.manifests_dir).resolve(),
-        keys_file=Path(settings.keys_file).resolve(),
-        watch_manifests=not settings.sign_manifests,
-    )
+    return Layout(store.roots(), Path(settings.keys_file).resolve(), not settings.sign_manifests)
 
 
 @dataclass(frozen=True)
@@ -73,31 +57,16 @@ def plan(changes: Iterable[tuple[object, str]], layout: Layout) -> Plan:
         path = Path(raw)
         if path == layout.keys_file:
             keys = True
-        elif path == layout.latest_file:
+        elif (found := layout.roots.locate(path, layout.watch_manifests)) == PIN:
             pin = True
-        elif path.is_relative_to(layout.partitions) and path != layout.partitions:
-            parts = path.relative_to(layout.partitions).parts
-            if _belongs(parts):
-                versions.add(parts[0])
-        elif layout.watch_manifests and path.parent == layout.manifests and path.suffix == ".json":
-            if is_plain_name(path.stem) and not is_temporary(path.name):
-                versions.add(path.stem)
+        elif found is not None:
+            versions.add(found[1])
     return Plan(frozenset(versions), keys, pin)
 
 
-def _belongs(parts: tuple[str, ...]) -> bool:
-    """A path inside a release directory that can change what the release serves."""
-    if not is_plain_name(parts[0]) or any(is_temporary(p) for p in parts):
-        return False
-    return len(parts) <= 2  # the directory itself or a file directly in it
-
-
-#: What ``stat`` says about one path (None: absent). Equal signatures: nothing to re-read.
-Signature = tuple[object, ...] | None
 #: Signatures by ("release", version), ("manifest", version), ("keys", ""), ("pin", "").
 Snapshot = dict[tuple[str, str], Signature]
 KEYS = ("keys", "")
-PIN = ("pin", "")
 
 
 def snapshot(layout: Layout, only: Plan | None = None) -> Snapshot:
@@ -106,24 +75,11 @@ def snapshot(layout: Layout, only: Plan | None = None) -> Snapshot:
     ``only`` limits it to what a plan names, with None for what is absent, so the
     watcher can record what it is about to re-read.
     """
-    found: Snapshot = {}
-    if only is None:
-        for name in _names(layout.partitions):
-            found[("release", name)] = _release(os.path.join(layout.partitions, name))
-        if layout.watch_manifests:
-            for name in _names(layout.manifests):
-                if name.endswith(".json") and is_plain_name(name[: -len(".json")]):
-                    found[("manifest", name[: -len(".json")])] = _file(layout.manifests / name)
-        found = {k: v for k, v in found.items() if v is not None}
-    else:
-        for version in only.versions:
-            found[("release", version)] = _release(layout.partitions / version)
-            if layout.watch_manifests:
-                found[("manifest", version)] = _file(layout.manifests / f"{version}.json")
-    if only is None or only.pin:
-        found[PIN] = _file(layout.latest_file)
+    found: Snapshot = layout.roots.signatures(
+        None if only is None else only.versions, pin=only is None or only.pin, manifests=layout.watch_manifests
+    )
     if only is None or only.keys:
-        found[KEYS] = _file(layout.keys_file)
+        found[KEYS] = signature(layout.keys_file)
     return found
 
 
@@ -136,49 +92,8 @@ def diff(old: Snapshot, new: Snapshot) -> Plan:
 
 def merge(seen: Snapshot, part: Snapshot) -> None:
     """Record ``part`` (from ``snapshot(layout, only=...)``) in ``seen``."""
-    for key, signature in part.items():
-        if signature is None:
+    for key, sig in part.items():
+        if sig is None:
             seen.pop(key, None)
         else:
-            seen[key] = signature
-
-
-def _names(directory: Path) -> list[str]:
-    try:
-        return [name for name in os.listdir(directory) if is_plain_name(name) and not is_temporary(name)]
-    except OSError:  # absent, or not a directory (yet)
-        return []
-
-
-def _signature(st: os.stat_result) -> tuple[object, ...]:
-    return (st.st_dev, st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
-            st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _file(path: Path | str) -> Signature:
-    """The path itself and, for a symlink, what it points to: re-pointing one is a change."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not stat.S_ISLNK(st.st_mode):
-        return _signature(st)
-    try:
-        return (_signature(st), _signature(os.stat(path)))
-    except OSError:  # dangling
-        return (_signature(st), None)
-
-
-def _release(path: Path | str) -> Signature:
-    """A release directory: which directory it is (through a symlink too), and each file
-    in it; not its own times, which every temporary file of a copy in progress changes."""
-    try:
-        link = os.lstat(path)
-        st = os.stat(path) if stat.S_ISLNK(link.st_mode) else link
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        names = sorted(name for name in os.listdir(path) if not is_temporary(name))
-    except OSError:
-        return None
-    identity = (link.st_dev, link.st_ino, link.st_mode, st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid)
-    return (identity, tuple((name, _file(os.path.join(path, name))) for name in names))
+            seen[key] = sig

@@ -83,6 +83,14 @@ class SignatureError(ManifestError):
     """A manifest whose signature does not verify with our public key."""
 
 
+class UnknownKeyError(SignatureError):
+    """A manifest with no signature by our key at all: signed by another key, or not signed."""
+
+
+class OtherReleaseError(ManifestError):
+    """A manifest, properly signed, of another release (copied over this one's)."""
+
+
 class IntegrityError(OtaError):
     """A file whose bytes on disk no longer match its signed manifest."""
 

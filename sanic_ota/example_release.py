@@ -1,7 +1,7 @@
 """The example release: a small, valid release, so the server has something real to serve.
 
-``write_release(partitions, version)`` writes ``partitions/<version>/ota.bin`` and
-``mqtt_ca.bin`` (``make example``, ``tools/make_example_release.py``); tests and bench/
+``write_release(store, version)`` writes the release's ``ota.bin`` and ``mqtt_ca.bin``
+into a store (``make example``, ``tools/make_example_release.py``); tests and bench/
 build their images with ``build_app_image``. The bytes are fixed (no timestamps, no
 randomness): building twice gives identical files, so an example manifest and its
 signature stay valid and tests can compare builds.
@@ -36,11 +36,10 @@ from __future__ import annotations
 import base64
 import struct
 import textwrap
-from pathlib import Path
 
 from esptool.bin_image import ELFSection, ESP32FirmwareImage
 
-from sanic_ota.files import write_atomic
+from sanic_ota.store.local import LocalStore
 from sanic_ota.versions import check_name
 
 DROM_ADDR = 0x3F400020
@@ -119,21 +118,17 @@ def build_cert_partition(text: bytes) -> bytes:
     return struct.pack("<HHI", 0xF1F1, 1, len(item)) + item
 
 
-def write_release(partitions: Path, version: str, app_version: str | None = None) -> list[tuple[Path, int]]:
-    """Write the example release into ``partitions/version/``; (path, length) of each file.
+def write_release(store: LocalStore, version: str, app_version: str | None = None) -> list[tuple[str, int]]:
+    """Write the example release into ``store`` as release ``version``; (where, length) of each file.
 
-    ``version`` must be a plain name (``BadRequest`` otherwise), as the server requires of
-    every release directory. ``app_version`` is the version inside the image (default:
-    ``version``).
+    ``version`` must be a plain name (``BadRequest`` otherwise, before anything is
+    written), as the server requires of every release. ``app_version`` is the
+    version inside the image (default: ``version``).
     """
-    release = partitions / check_name(version, "release name")
-    app = build_app_image(app_version or version)
-    release.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in (("ota.bin", app), ("mqtt_ca.bin", build_cert_partition(EXAMPLE_CA))):
-        write_atomic(release / name, data)
-        written.append((release / name, len(data)))
-    return written
+    check_name(version, "release name")
+    files = {"ota.bin": build_app_image(app_version or version), "mqtt_ca.bin": build_cert_partition(EXAMPLE_CA)}
+    store.publish(version, files)
+    return [(store.where(version, name), len(data)) for name, data in files.items()]
 
 
 def _c_string(value: str, what: str) -> bytes:

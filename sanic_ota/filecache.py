@@ -1,8 +1,10 @@
 """Verified file bytes, so every download sends exactly what was checked.
 
-A file is opened through ``ReleaseTree`` (no symlink, no hard link, nothing outside
-``partitions/``), read and hashed once per identity (device, inode, size, mtime,
-ctime), and compared with its manifest entry. What was verified is then served:
+A layer above any ``ReleaseStore``: it asks the store for a file's bytes (on a local
+disk: no symlink, no hard link, nothing outside ``partitions/``), reads and hashes
+them once per identity (the store's cheap ``FileInfo.identity``), and compares them
+with the manifest entry (``trust.check_file``). It never builds a path. What was
+verified is then served:
 - a file of up to ``max_bytes`` (``SANIC_OTA_CACHE_BYTES``) from memory, the whole
   cache staying within ``max_bytes``;
 - a larger file from a verified copy: it is copied into a private, unlinked temporary
@@ -12,37 +14,39 @@ ctime), and compared with its manifest entry. What was verified is then served:
   shared by every download of it; a superseded copy is closed here, and the kernel
   frees it when the last download still reading it ends.
 
-The file is ``stat``ed again at most every ``recheck_seconds`` (the server uses
-``SERVER_RECHECK_SECONDS``: a ``stat`` per request was a fifth of a worker's time
-serving 4 KiB partitions), so a file changed on disk is re-verified within a second;
-until then, downloads get the verified bytes, which match the signed manifest. A
-file replaced during a download cannot mix old and new bytes: the download keeps
-sending the bytes, or the copy, it started with.
+The store is asked for the file's identity again at most every ``recheck_seconds``
+(the server uses ``SERVER_RECHECK_SECONDS``: a ``stat`` per request was a fifth of a
+worker's time serving 4 KiB partitions), so a file changed in the store is
+re-verified within a second; until then, downloads get the verified bytes, which
+match the signed manifest. A file replaced during a download cannot mix old and new
+bytes: the download keeps sending the bytes, or the copy, it started with.
+
+``image`` is what the web layer awaits: a hit checked within ``recheck_seconds``
+costs no I/O at all; anything else (the re-check, a load) runs in a worker thread,
+so the event loop never waits on the store, be it a disk or a network.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
-from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import ContainmentError, IntegrityError, Unavailable
 from sanic_ota.manifest import FileEntry
+from sanic_ota.store import Identity, ReleaseFile, ReleaseStore
+from sanic_ota.trust import Measure, Observed, check_file
 
 logger = logging.getLogger("sanic_ota.filecache")
 
-Identity = tuple[int, int, int, int, int]
 Key = tuple[str, str]  # (version, file name)
-
-
-def identity(st: os.stat_result) -> Identity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
 
 #: How stale the server lets its knowledge of a file's identity get.
 SERVER_RECHECK_SECONDS = 1.0
@@ -112,20 +116,48 @@ class _Cached:
 
 
 class VerifiedFiles:
-    def __init__(self, tree: ReleaseTree, max_bytes: int, recheck_seconds: float = 0.0) -> None:
-        self.tree = tree
+    """Verified images of release files, keyed by (release, file name)."""
+
+    def __init__(
+        self, store: ReleaseStore, max_bytes: int, recheck_seconds: float = 0.0, spool_dir: Path | None = None
+    ) -> None:
+        self.store = store
         self.max_bytes = max_bytes
         self.recheck_seconds = recheck_seconds
+        #: where verified copies of large files go: the server's own directory, on disk
+        #: rather than in a tmpfs; the system's temporary directory if that cannot take them
+        self.spool_dir = spool_dir
+        self._spool_warned = False
         self._entries: OrderedDict[Key, _Cached] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()  # ``load`` runs in worker threads
         self._loading: dict[Key, threading.Lock] = {}  # one load per file at a time
 
+    async def image(self, version: str, name: str, entry: FileEntry) -> Image:
+        """The verified image of a file, for a download; raises unless its bytes match ``entry``.
+
+        A hit checked within ``recheck_seconds`` is answered at once; the re-check and
+        any load run in a thread (``get``).
+        """
+        key = (version, name)
+        hit = self._entries.get(key)
+        if hit is not None and hit.sha256 == entry.sha256 and time.monotonic() - hit.checked < self.recheck_seconds:
+            with self._lock:
+                if self._entries.get(key) is hit:
+                    self._entries.move_to_end(key)
+                    return self._handle(hit)
+        return await asyncio.to_thread(self.get, version, name, entry)
+
+    def get(self, version: str, name: str, entry: FileEntry) -> Image:
+        """``cached``, else ``load``: blocking."""
+        image = self.cached(version, name, entry)
+        return image if image is not None else self.load(version, name, entry)
+
     def cached(self, version: str, name: str, entry: FileEntry) -> Image | None:
         """The verified image if the file is unchanged since it was checked.
 
-        Cheap enough for every request: at most one ``stat``, no read. ``None`` means
-        the caller must ``load`` (in a thread; it reads and hashes).
+        At most one ``ReleaseStore.stat``, no read. ``None`` means the caller must
+        ``load`` (it reads and hashes).
         """
         key = (version, name)
         hit = self._entries.get(key)
@@ -134,9 +166,9 @@ class VerifiedFiles:
         now = time.monotonic()
         if now - hit.checked >= self.recheck_seconds:
             try:
-                if identity(self.tree.identity(version, name)) != hit.identity:
+                if self.store.stat(version, name).identity != hit.identity:
                     return None
-            except OSError:
+            except (OSError, ContainmentError):
                 return None
             hit.checked = now
         with self._lock:
@@ -155,20 +187,18 @@ class VerifiedFiles:
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             try:
-                with self.tree.release(version) as release, release.open(name) as opened:
-                    ident = identity(opened.stat)
+                with self.store.open(version, name) as opened:
+                    ident = opened.info.identity
                     with self._lock:
                         hit = self._entries.get(key)
                         if hit is not None and hit.identity == ident and hit.sha256 == entry.sha256:
                             hit.checked = time.monotonic()
                             self._entries.move_to_end(key)
                             return self._handle(hit)
-                    if opened.stat.st_size != entry.length:
-                        raise self._mismatch(key, f"{opened.stat.st_size} bytes on disk, manifest says {entry.length}")
                     if entry.length > self.max_bytes:
-                        data: Image = self._copy(key, opened.fd, entry)
+                        data: Image = self._copy(key, opened, entry)
                     else:
-                        data = self._read(key, opened.fd, entry)
+                        data = self._read(key, opened, entry)
             except ContainmentError as e:
                 raise self._refuse(key, e.message) from e
             except OSError as e:
@@ -179,55 +209,68 @@ class VerifiedFiles:
                 self._store_locked(key, item)
             return handle
 
-    def _read(self, key: Key, fd: int, entry: FileEntry) -> bytes:
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(entry.length + 1)  # never more than the manifest allows, plus one
-        self._check(key, entry, len(data), hashlib.sha256(data).hexdigest())
+    def _read(self, key: Key, opened: ReleaseFile, entry: FileEntry) -> bytes:
+        data = opened.read(entry.length + 1)  # never more than the manifest allows, plus one
+        while len(data) <= entry.length and (more := opened.read(entry.length + 1 - len(data))):
+            data += more
+        self._check(key, entry, Observed.of(data))
         return data
 
-    def _copy(self, key: Key, fd: int, entry: FileEntry) -> VerifiedCopy:
-        """Copy ``fd`` into a spool file, hashing as it goes; the copy is what gets served."""
-        digest, total = hashlib.sha256(), 0
+    def _copy(self, key: Key, opened: ReleaseFile, entry: FileEntry) -> VerifiedCopy:
+        """Copy ``opened`` into a spool file, hashing as it goes; the copy is what gets served."""
+        measure = Measure()
         try:
-            spool = self.tree.spool()
+            spool = self.spool()
         except OSError as e:
             raise self._no_copy(key, e) from e
         with spool:
-            while chunk := os.read(fd, min(COPY_CHUNK, entry.length + 1 - total)):
-                total += len(chunk)
-                if total > entry.length:
+            while chunk := opened.read(min(COPY_CHUNK, entry.length + 1 - measure.length)):
+                measure.update(chunk)
+                if measure.length > entry.length:
                     break
-                digest.update(chunk)
                 try:
                     spool.write(chunk)
                 except OSError as e:
                     raise self._no_copy(key, e) from e
-            self._check(key, entry, total, digest.hexdigest())
+            self._check(key, entry, measure.observed())
             try:
                 spool.flush()
             except OSError as e:
                 raise self._no_copy(key, e) from e
             return VerifiedCopy(os.dup(spool.fileno()), entry.length)
 
-    def _check(self, key: Key, entry: FileEntry, length: int, digest: str) -> None:
-        if length != entry.length:
-            raise self._mismatch(key, f"{'more than ' if length > entry.length else ''}{length} bytes read, "
-                                      f"manifest says {entry.length}")
-        if digest != entry.sha256:
-            raise self._mismatch(key, f"SHA-256 {digest[:16]}… on disk, manifest says {entry.sha256[:16]}…")
+    def spool(self) -> BinaryIO:
+        """An unlinked temporary file for a verified copy of a large image.
+
+        Unlinked: no other process can open it, and the kernel frees it when the last
+        descriptor closes, even after ``kill -9``.
+        """
+        try:
+            return tempfile.TemporaryFile(dir=self.spool_dir)
+        except OSError as e:
+            if not self._spool_warned:
+                self._spool_warned = True
+                logger.warning("cannot keep verified copies in %s (%s); using %s", self.spool_dir,
+                               e.strerror, tempfile.gettempdir())
+            return tempfile.TemporaryFile()
+
+    def _check(self, key: Key, entry: FileEntry, seen: Observed) -> None:
+        problem = check_file(key[1], entry, seen)
+        if problem is not None:
+            raise self._mismatch(key, problem.detail)
 
     def _mismatch(self, key: Key, why: str) -> IntegrityError:
         self._drop(key)
-        logger.error("INTEGRITY: %s does not match its signed manifest: %s; not served", self.tree.path(*key), why)
+        logger.error("INTEGRITY: %s does not match its signed manifest: %s; not served", self.store.where(*key), why)
         return IntegrityError(f"{key[1]} does not match its signed manifest; not served")
 
     def _refuse(self, key: Key, why: str) -> IntegrityError:
         self._drop(key)
-        logger.error("CONTAINMENT: %s is refused: %s; not served", self.tree.path(*key), why)
+        logger.error("CONTAINMENT: %s is refused: %s; not served", self.store.where(*key), why)
         return IntegrityError(f"{key[1]} cannot be served; the server log says why")
 
     def _no_copy(self, key: Key, e: OSError) -> Unavailable:
-        logger.error("cannot make a verified copy of %s: %s; not served", self.tree.path(*key), e.strerror or e)
+        logger.error("cannot make a verified copy of %s: %s; not served", self.store.where(*key), e.strerror or e)
         return Unavailable(f"{key[1]} cannot be served right now; the server log says why")
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 Hashing and parsing every image at every start made a worker with 700 releases of
 1.6 MB miss Sanic's 30 s start-up limit. So after hashing a release the indexer
-records, per file, its identity (device, inode, size, mtime, ctime: the same tuple
-the file cache uses) and the SHA-256 it hashed to. At the next start a release
+records, per file, its identity (the store's ``FileInfo.identity``; on a local disk
+device, inode, size, mtime and ctime, the same tuple the file cache uses) and the
+SHA-256 it hashed to. At the next start a release
 whose files all still have their recorded identity, and whose signed manifest lists
 exactly the recorded hashes, is taken as it is without reading a byte. Any write to a
 file changes its ctime, which no program can set back, and a replaced file has
@@ -22,14 +23,11 @@ identity unchanged (git's "racily clean" problem), so it is hashed again next ti
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from sanic_ota.filecache import Identity, identity
+from sanic_ota.store import Identity
 
 IDENTITIES_FILE = ".identities.json"
 
@@ -47,28 +45,11 @@ class Hashed:
     identity: Identity
     sha256: str
 
-    @property
-    def length(self) -> int:
-        return self.identity[2]
 
-
-def stat_files(directory: Path, names: Iterable[str]) -> dict[str, Identity] | None:
-    """The identity of each named file, without following symlinks; None if one is not a regular file."""
-    found = {}
-    for name in names:
-        try:
-            st = os.lstat(directory / name)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        found[name] = identity(st)
-    return found
-
-
-def settled(ident: Identity, now_ns: int) -> bool:
-    """True if the file last changed long enough ago for its identity to stand for its bytes."""
-    return now_ns - max(ident[3], ident[4]) >= SETTLE_SECONDS * 1e9
+def settled(changed_ns: int, now_ns: int) -> bool:
+    """True if the file last changed (``FileInfo.changed_ns``) long enough ago for its
+    identity to stand for its bytes."""
+    return now_ns - changed_ns >= SETTLE_SECONDS * 1e9
 
 
 def parse(data: bytes) -> Records:
@@ -98,11 +79,12 @@ def encode(records: Mapping[str, Mapping[str, Hashed]]) -> bytes:
 
 
 def _entry(value: object) -> Hashed | None:
-    if not isinstance(value, list) or len(value) != 6:
+    """``[*identity, sha256]``: an identity is numbers and strings (a stat tuple, an ETag)."""
+    if not isinstance(value, list) or len(value) < 2:
         return None
-    *numbers, sha = value
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+    *parts, sha = value
+    if not all(isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
         return None
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         return None
-    return Hashed((numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]), sha)
+    return Hashed(tuple(parts), sha)

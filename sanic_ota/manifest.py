@@ -2,7 +2,8 @@
 
 The on-disk form is TUF's: ``{"signed": {...}, "signatures": [{"keyid", "sig"}]}``,
 the signature covering ``signing.canonical_bytes(signed)``. This module is pure: it
-turns bytes into checked objects and back; reading directories is ``releases``'s job.
+turns bytes into checked objects and back. Reading them is the store's job, and
+whether a release's files match its manifest is ``trust``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sanic_ota import images
-from sanic_ota.errors import ImageError, ManifestError
+from sanic_ota.errors import ImageError, ManifestError, OtherReleaseError
 from sanic_ota.signing import Signer, Verifier
 from sanic_ota.versions import is_plain_name
 
@@ -104,26 +105,6 @@ class Manifest:
         entries = {name: FileEntry.from_dict(name, data) for name, data in files.items()}
         return cls(version=version, serial=serial, created=created, files=entries)
 
-    def same_files(self, files: dict[str, FileEntry]) -> bool:
-        return {n: (e.length, e.sha256) for n, e in self.files.items()} == {
-            n: (e.length, e.sha256) for n, e in files.items()
-        }
-
-    def mismatches(self, found: dict[str, FileEntry]) -> list[str]:
-        """Why the files ``found`` on disk cannot be served under this manifest (empty: they can)."""
-        problems = []
-        for name, entry in sorted(self.files.items()):
-            seen = found.get(name)
-            if seen is None:
-                problems.append(f"{name} is listed in the manifest but missing")
-            elif (seen.length, seen.sha256) != (entry.length, entry.sha256):
-                problems.append(f"{name} does not match its manifest (length or SHA-256)")
-        return problems
-
-    def unlisted(self, found: dict[str, FileEntry]) -> list[str]:
-        """Files on disk the manifest does not list: they are never served."""
-        return sorted(set(found) - set(self.files))
-
 
 def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -144,6 +125,8 @@ def verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
     it names the release it was found for (a manifest copied over another release's
     fails here). Input that Python's JSON refuses outright (a 5,000-digit number,
     nesting deeper than the recursion limit) is a ``ManifestError`` like any other.
+    The subclasses say which check failed (``SignatureError``, ``UnknownKeyError``,
+    ``OtherReleaseError``), for ``trust.decide``'s verdict.
     """
     try:
         return _verify(data, verifier, expected_version)
@@ -158,7 +141,7 @@ def _verify(data: bytes, verifier: Verifier, expected_version: str) -> Manifest:
     verifier.verify(document["signed"], document.get("signatures"))
     manifest = Manifest.from_signed(document["signed"])
     if manifest.version != expected_version:
-        raise ManifestError(
+        raise OtherReleaseError(
             f"manifest names release {manifest.version!r}, expected {expected_version!r}"
         )
     return manifest

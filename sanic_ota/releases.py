@@ -1,39 +1,36 @@
 """The release index: which releases may be served, each with its checked manifest.
 
-``Indexer`` reads ``partitions/`` and ``manifests/`` (only through ``containment``,
-so no symlink or hard link can make it read, sign or serve a file from elsewhere)
-and produces an ``Index``, an immutable snapshot the web layer swaps in whole, so a
-request never sees half of a re-index. In server-signs mode the indexer writes a new manifest (serial + 1) when
-a release's files changed; in offline mode it only verifies what was copied in.
+``Indexer`` reads releases from a ``ReleaseStore`` (on a local disk only through
+``store.local``, so no symlink or hard link can make it read, sign or serve a file
+from elsewhere), asks ``trust.decide`` whether each may be served, and produces an
+``Index``, an immutable snapshot the web layer swaps in whole, so a request never
+sees half of a re-index. In server-signs mode the indexer writes a new manifest
+(serial + 1) when a release's files changed; in offline mode it only verifies what
+was copied in.
 
-Writes happen under an exclusive lock on ``manifests/.lock``, taken at a build's
+Writes happen under the records' exclusive lock (``records``), taken at a build's
 first write and held to its end, so several workers (or a worker and
 ``tools/build_manifest.py``) never write at the same time, and a manifest is
 written once: the second worker finds it already up to date, and takes the files
 the first one hashed as they are (see ``identities``). Reading needs no lock
 (every file is replaced by a rename), so workers restarting with nothing to write
-never wait for each other. The records beside the manifests (highest serial seen
-per release, file identities) are read once and written once per build, and the
-manifests it signed are flushed to disk together at its end: once per release,
-5,000 releases took minutes.
+never wait for each other. The records (highest serial seen per release, file
+identities) are read once and written once per build, and the manifests it signed
+are flushed to disk together at its end: once per release, 5,000 releases took minutes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from sanic_ota import identities
 from sanic_ota import manifest as manifests
-from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import (
     ContainmentError,
     IntegrityError,
@@ -42,25 +39,18 @@ from sanic_ota.errors import (
     OtaError,
     Unavailable,
 )
-from sanic_ota.files import locked, make_durable, write_atomic
-from sanic_ota.identities import IDENTITIES_FILE, Hashed, Records
+from sanic_ota.identities import Hashed
 from sanic_ota.manifest import FileEntry, Manifest
-from sanic_ota.settings import Settings
+from sanic_ota.records import Batch, Records
 from sanic_ota.signing import Signer, Verifier
-from sanic_ota.versions import check_name, is_plain_name, is_version, newest, newest_first
+from sanic_ota.store import FileInfo, ReleaseStore, ReleaseView
+from sanic_ota.trust import MANIFEST_REASONS, Observed, Reason, Verdict, decide
+from sanic_ota.versions import check_name, is_version, newest, newest_first
 
 logger = logging.getLogger("sanic_ota.releases")
 
-SERIALS_FILE = ".serials.json"
-
 #: Told ("signed" | "failed", release) as the indexer works, for metrics.
 EventHook = Callable[[str, str], None]
-LOCK_FILE = ".lock"
-
-
-def is_release_file(name: str) -> bool:
-    """Files that belong in a manifest: ``<partition>.bin``, never temp or hidden ones."""
-    return name.endswith(".bin") and is_plain_name(name)
 
 
 @dataclass(frozen=True)
@@ -153,16 +143,19 @@ class Index:
 
 
 class Indexer:
-    """Reads releases from disk into checked ``Release`` objects."""
+    """Reads releases from a store into checked ``Release`` objects, keeping the records."""
 
     def __init__(
-        self, settings: Settings, verifier: Verifier, signer: Signer | None, events: EventHook | None = None
+        self,
+        store: ReleaseStore,
+        records: Records,
+        verifier: Verifier,
+        signer: Signer | None,
+        events: EventHook | None = None,
     ) -> None:
+        self.store = store
+        self.records = records
         self.events = events or (lambda result, version: None)
-        self.partitions = Path(settings.partitions_dir)
-        self.manifests = Path(settings.manifests_dir)
-        self.latest_file = settings.latest_file
-        self.tree = ReleaseTree(self.partitions, self.manifests)
         self.verifier = verifier
         self.signer = signer
         #: releases whose last failure was an OSError (full disk, I/O error): the watcher
@@ -172,11 +165,8 @@ class Indexer:
     # -- whole index -------------------------------------------------------------
 
     def scan(self) -> set[str]:
-        """Release directories present now: real directories with plain names.
-
-        ``.v2.tmp`` is not one, and neither is a symlink (``ReleaseTree.versions`` logs it).
-        """
-        return self.tree.versions()
+        """The releases present now (``ReleaseStore.list_releases``)."""
+        return self.store.list_releases()
 
     def build(self, previous: Index | None = None, versions: Iterable[str] | None = None) -> Index:
         """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``."""
@@ -192,7 +182,7 @@ class Indexer:
                         batch.unchanged, batch.files_hashed, len(batch.written))
         return index
 
-    def _build(self, previous: Index | None, versions: Iterable[str] | None, batch: _Batch) -> Index:
+    def _build(self, previous: Index | None, versions: Iterable[str] | None, batch: Batch) -> Index:
         on_disk = self.scan()
         batch.keep_only(on_disk)
         todo = on_disk if versions is None or previous is None else set(versions) & on_disk
@@ -222,12 +212,12 @@ class Indexer:
         name is ever repeated.
         """
         try:
-            return self.tree.read_pin()
+            return self.store.read_pin()
         except ContainmentError as e:
             logger.error("pin refused, plain AT+CIUPDATE gets 503 until it is fixed: %s", e.message)
         except OSError as e:
             logger.error("cannot read %s: %s; plain AT+CIUPDATE gets 503 until it is fixed",
-                         self.latest_file, e.strerror)
+                         self.store.where_pin(), e.strerror)
         return ""
 
     # -- one release -------------------------------------------------------------
@@ -237,261 +227,187 @@ class Indexer:
         with self._batch() as batch:
             return self._index_release(version, batch)
 
-    def _index_release(self, version: str, batch: _Batch) -> Release:
+    def _index_release(self, version: str, batch: Batch) -> Release:
         check_name(version, "release name")
-        highest = batch.serials.get(version, 0)
-        existing = self._load_manifest(version, highest)
-        files = self._unchanged_files(version, existing, batch)
-        if files is None:
-            files = self._hash_files(version, batch)
-        if not files:
-            raise ManifestError(f"partitions/{version}/ holds no .bin file")
-        if self.signer is not None:
-            if existing is None or not existing.manifest.same_files(files):
-                if self._lock_for_writing(batch):  # another worker may have signed it while this one hashed
-                    highest = batch.serials.get(version, 0)
-                    existing = self._load_manifest(version, highest)
-            release = self._signed_release(version, files, existing, highest, batch)
+        document = self._read_manifest(version)
+        verdict, files = self._check(version, document, batch)
+        if verdict.reason is Reason.NO_FILES:  # never signed, never served
+            raise ManifestError(verdict.message)
+        if self.signer is None:
+            release = self._verified_release(version, verdict, document)
         else:
-            release = self._verified_release(version, files, existing)
+            if not verdict.exact and self._lock_for_writing(batch):
+                # another worker may have signed it while this one hashed: decide on what is there now
+                document = self._read_manifest(version)
+                verdict = self._decide(version, document, files, batch)
+            release = self._signed_release(version, files, verdict, document, batch)
         batch.saw_serial(version, release.manifest.serial)
         return release
 
-    def _unchanged_files(self, version: str, existing: Release | None, batch: _Batch) -> dict[str, FileEntry] | None:
-        """The release's files as its manifest lists them, if none changed since they were hashed.
+    def _decide(self, version: str, document: bytes | None, files: Mapping[str, FileEntry], batch: Batch) -> Verdict:
+        observed = {name: Observed(entry.length, entry.sha256) for name, entry in files.items()}
+        return decide(document, self.verifier, version, observed, batch.serials.get(version, 0))
 
-        None (hash them) unless every ``.bin`` of the release still has the identity
-        recorded when it was hashed, no file came or went, and the manifest on disk
-        agrees with the recorded hashes. Reads no file; ``stat``s each once.
+    def _check(self, version: str, document: bytes | None, batch: Batch) -> tuple[Verdict, dict[str, FileEntry]]:
+        """The verdict on the release's files as recorded when they were last hashed, if none
+        changed since and the manifest vouches for them as they are (no file read); else the
+        verdict on its files hashed now."""
+        recorded = self._unchanged_files(version, batch)
+        if recorded is not None:
+            verdict = self._decide(version, document, recorded, batch)
+            if verdict.manifest is not None and (verdict.exact if self.signer else verdict.servable):
+                batch.unchanged += 1
+                return verdict, {name: verdict.manifest.files.get(name, entry) for name, entry in recorded.items()}
+        files = self._hash_files(version, batch)
+        return self._decide(version, document, files, batch), files
+
+    def _unchanged_files(self, version: str, batch: Batch) -> dict[str, FileEntry] | None:
+        """The release's files as recorded when they were hashed, if none changed since.
+
+        None (hash them) unless every file of the release still has the identity
+        recorded when it was hashed and no file came or went. Reads no file; ``stat``s each once.
         """
         known = batch.hashed.get(version)
-        if existing is None or not known:
+        if not known:
             return None
-        directory = self.partitions / version
         try:
-            names = [name for name in os.listdir(directory) if is_release_file(name)]
-        except OSError:
+            with self.store.release(version) as release:
+                names = release.names()
+                if set(names) != known.keys():
+                    return None
+                found = {name: release.stat(name) for name in names}
+        except (OSError, ContainmentError):
             return None
-        found = identities.stat_files(directory, names) if set(names) == known.keys() else None
-        if found is None or any(found[name] != known[name].identity for name in names):
+        if any(found[name].identity != known[name].identity for name in names):
             return None
-        recorded = {name: FileEntry(known[name].length, known[name].sha256) for name in names}
-        if self.signer is not None and not existing.manifest.same_files(recorded):
-            return None
-        if self.signer is None and existing.manifest.mismatches(recorded):
-            return None
-        batch.unchanged += 1
-        return {name: existing.manifest.files.get(name, entry) for name, entry in recorded.items()}
+        return {name: FileEntry(found[name].length, known[name].sha256) for name in names}
 
-    def _hash_files(self, version: str, batch: _Batch) -> dict[str, FileEntry]:
+    def _hash_files(self, version: str, batch: Batch) -> dict[str, FileEntry]:
         """``describe_files``, recording each file's identity if it did not change meanwhile."""
-        directory = self.partitions / version
         try:
-            before = identities.stat_files(directory, [n for n in os.listdir(directory) if is_release_file(n)])
-        except OSError:
-            before = None
-        files = self.describe_files(version)
+            with self.store.release(version) as release:
+                before = _stat_files(release, None)
+                files = describe_files(release)
+                after = _stat_files(release, files)
+        except OSError as e:
+            raise NotFound(f"cannot list {self.store.where(version)}: {e.strerror}") from e
         batch.files_hashed += len(files)
-        after = identities.stat_files(directory, files)
         now = time.time_ns()
-        if after is None or after != before or not all(identities.settled(i, now) for i in after.values()):
+        if after is None or after != before or not all(identities.settled(i.changed_ns, now) for i in after.values()):
             batch.record(version, None)  # changed while read, or too recently: hash it again next time
         else:
-            batch.record(version, {name: Hashed(after[name], files[name].sha256) for name in files})
+            batch.record(version, {name: Hashed(after[name].identity, files[name].sha256) for name in files})
         return files
 
-    def describe_files(self, version: str) -> dict[str, FileEntry]:
-        """Hash and inspect every ``.bin`` of a release; raises if one would be rejected."""
-        entries: dict[str, FileEntry] = {}
+    def _read_manifest(self, version: str) -> bytes | None:
+        """The manifest's bytes as stored, None if there is none (or, signing here, one not to be read)."""
         try:
-            with self.tree.release(version) as release:
-                for name in release.names():
-                    if not is_release_file(name):
-                        continue
-                    try:
-                        data = release.read(name)  # refuses symlinks, hard links, non-regular files
-                    except OSError as e:
-                        raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
-                    entries[name] = FileEntry.describe(name, data)
+            return self.store.read_manifest(version)  # never through a symlink
         except OSError as e:
-            raise NotFound(f"cannot list partitions/{version}/: {e.strerror}") from e
-        return entries
-
-    def _load_manifest(self, version: str, highest: int) -> Release | None:
-        """The manifest on disk if it verifies, None if absent; raises if it is bad."""
-        path = self.manifest_path(version)
-        try:
-            document = self.tree.read_manifest(version)  # never through a symlink
-            if document is None:
-                return None
-            manifest = manifests.verify(document, self.verifier, version)
-            if manifest.serial < highest:
-                raise ManifestError(
-                    f"manifest serial {manifest.serial} is older than serial {highest} "
-                    "already seen for this release (replayed manifest?)"
-                )
-        except OSError as e:
-            raise ManifestError(f"cannot read {path}: {e.strerror}") from e
-        except (ManifestError, ContainmentError) as e:  # a symlink or a directory is no manifest either
+            raise ManifestError(f"cannot read {self.store.where_manifest(version)}: {e.strerror}") from e
+        except ContainmentError as e:  # a symlink or a directory is no manifest either
             if self.signer is None:
                 raise
             logger.warning("replacing manifest of %s: %s", version, e.message)
             return None
-        return Release(version, manifest, document)
 
     def _signed_release(
-        self, version: str, files: dict[str, FileEntry], existing: Release | None, highest: int, batch: _Batch
+        self, version: str, files: dict[str, FileEntry], verdict: Verdict, document: bytes | None, batch: Batch
     ) -> Release:
         assert self.signer is not None
-        if existing is not None and existing.manifest.same_files(files):
-            return existing
-        serial = max(highest, existing.manifest.serial if existing else 0) + 1
+        if verdict.exact and verdict.manifest is not None and document is not None:
+            return Release(version, verdict.manifest, document)
+        existing = verdict.manifest  # trusted, but its files differ; None: not to be trusted at all
+        if existing is None and document is not None:
+            logger.warning("replacing manifest of %s: %s", version, verdict.message)
+        serial = max(batch.serials.get(version, 0), existing.serial if existing else 0) + 1
         manifest = Manifest(version=version, serial=serial, created=manifests.utc_now(), files=files)
         document = manifests.sign(manifest, self.signer)
-        self.manifests.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.manifest_path(version), document, durable=False)
-        batch.written.append(self.manifest_path(version))  # flushed together when the batch ends
+        self.store.write_manifest(version, document, durable=False)
+        batch.written.append(version)  # made durable together when the batch ends
         self.events("signed", version)
         logger.info("signed manifest for %s (serial %d, %d files)", version, serial, len(files))
         return Release(version, manifest, document)
 
-    def _verified_release(
-        self, version: str, files: dict[str, FileEntry], existing: Release | None
-    ) -> Release:
-        if existing is None:
+    def _verified_release(self, version: str, verdict: Verdict, document: bytes | None) -> Release:
+        if verdict.servable and verdict.manifest is not None and document is not None:
+            for name in verdict.unlisted:
+                logger.warning("%s/%s is not in the manifest and will not be served", version, name)
+            return Release(version, verdict.manifest, document)
+        if verdict.reason is Reason.NO_MANIFEST:
             raise ManifestError(
-                f"no manifest {self.manifest_path(version)}; sign one with "
+                f"no manifest {self.store.where_manifest(version)}; sign one with "
                 f"`make manifest VERSION={version}` where the private key lives"
             )
-        problems = existing.manifest.mismatches(files)
-        if problems:
-            raise IntegrityError("; ".join(problems))
-        for name in existing.manifest.unlisted(files):
-            logger.warning("%s/%s is not in the manifest and will not be served", version, name)
-        return existing
+        raise (ManifestError if verdict.reason in MANIFEST_REASONS else IntegrityError)(verdict.message)
 
-    # -- files under manifests/ ----------------------------------------------------
-
-    def manifest_path(self, version: str) -> Path:
-        return self.manifests / f"{version}.json"
+    # -- the records ---------------------------------------------------------------
 
     @contextmanager
-    def _batch(self) -> Iterator[_Batch]:
+    def _batch(self) -> Iterator[Batch]:
         """The records a build reads once and writes once (at its end, under the lock)."""
         with ExitStack() as stack:
-            batch = _Batch(self._read_serials(), self._read_hashed(), stack)
+            batch = Batch(self.records.read_serials(), self.records.read_hashed(), stack)
             try:
                 yield batch
             finally:
                 self._save(batch)
 
-    def _lock_for_writing(self, batch: _Batch) -> bool:
+    def _lock_for_writing(self, batch: Batch) -> bool:
         """Hold the lock from now to the end of ``batch``; True if it was taken just now.
 
         Then the batch takes in what another writer recorded since it read the records.
         """
         if batch.locked:
             return False
-        batch.stack.enter_context(self._lock())
+        batch.stack.enter_context(self.records.lock(needed=self._writable()))
         batch.locked = True
-        batch.merge(self._read_serials(), self._read_hashed())
+        batch.merge(self.records.read_serials(), self.records.read_hashed())
         return True
 
-    def _save(self, batch: _Batch) -> None:
+    def _save(self, batch: Batch) -> None:
         """Flush the manifests written, then the records; all before the lock is released,
         so nothing signed is served or read by another worker before it is on disk."""
         try:
-            make_durable(batch.written)
+            self.store.sync_manifests(batch.written)
         except OSError as e:
-            logger.error("manifests written to %s may not be on disk: %s", self.manifests, e.strerror)
-        if not batch.raised and not batch.changes:
+            logger.error("manifests written may not be on disk: %s (%s)", e.strerror, e.filename)
+        if not batch.dirty:
             return
         try:
             self._lock_for_writing(batch)
         except OSError as e:
-            logger.warning("cannot lock %s to record serials and file identities: %s", self.manifests, e.strerror)
+            logger.warning("cannot lock %s to record serials and file identities: %s",
+                           self.records.directory, e.strerror)
             return
-        serials, hashed = self._read_serials(), self._read_hashed()
+        serials, hashed = self.records.read_serials(), self.records.read_hashed()
         batch.merge(serials, hashed)
         if batch.serials != serials:
-            self._write_serials(batch.serials)
+            self.records.write_serials(batch.serials)
         if batch.hashed != hashed and self._writable():
-            try:
-                write_atomic(self.manifests / IDENTITIES_FILE, identities.encode(batch.hashed))
-            except OSError as e:  # only costs hashing again at the next start
-                logger.warning("cannot record file identities in %s: %s", self.manifests, e.strerror)
-
-    def _read_hashed(self) -> Records:
-        try:
-            return identities.parse((self.manifests / IDENTITIES_FILE).read_bytes())
-        except OSError:
-            return {}
-
-    def _read_serials(self) -> dict[str, int]:
-        try:
-            data = json.loads((self.manifests / SERIALS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
-
-    def _write_serials(self, serials: dict[str, int]) -> None:
-        try:
-            write_atomic(self.manifests / SERIALS_FILE, json.dumps(serials, indent=1).encode())
-        except OSError as e:  # offline mode may run with a read-only manifests/
-            logger.warning("cannot record serials in %s: %s", self.manifests, e.strerror)
+            self.records.write_hashed(batch.hashed)
 
     def _writable(self) -> bool:
-        return self.signer is not None or os.access(self.manifests, os.W_OK)
-
-    def _lock(self) -> AbstractContextManager[None]:
-        if not self._writable():
-            return nullcontext()  # offline, read-only manifests/: nothing to write, nothing to guard
-        return locked(self.manifests / LOCK_FILE)
+        """Offline, ``manifests/`` may be read-only: nothing to write, nothing to guard."""
+        return self.signer is not None or self.records.writable()
 
 
-@dataclass
-class _Batch:
-    """What one build reads once and writes once, what it changed, and what it did."""
+def describe_files(release: ReleaseView) -> dict[str, FileEntry]:
+    """Hash and inspect every file of a release; raises if one would be rejected."""
+    entries: dict[str, FileEntry] = {}
+    for name in release.names():
+        try:
+            with release.open(name) as opened:  # refuses symlinks, hard links, non-regular files
+                data = opened.read()
+        except OSError as e:
+            raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
+        entries[name] = FileEntry.describe(name, data)
+    return entries
 
-    serials: dict[str, int]  # highest serial seen per release, on disk or in this batch
-    hashed: Records  # file identities as last hashed, on disk or in this batch
-    stack: ExitStack  # holds the lock once taken
-    locked: bool = False
-    raised: set[str] = field(default_factory=set)  # releases whose highest serial this batch raised
-    changes: dict[str, dict[str, Hashed] | None] = field(default_factory=dict)  # None: forgotten
-    written: list[Path] = field(default_factory=list)  # manifests, flushed to disk together at the end
-    unchanged: int = 0  # releases taken as they were, no file read
-    files_hashed: int = 0
 
-    def saw_serial(self, version: str, serial: int) -> None:
-        if serial > self.serials.get(version, 0):
-            self.serials[version] = serial
-            self.raised.add(version)
-
-    def record(self, version: str, files: dict[str, Hashed] | None) -> None:
-        """The identities of a release's files as just hashed (None: nothing to trust)."""
-        files = files or None
-        if self.hashed.get(version) != files:
-            self.changes[version] = files
-            if files:
-                self.hashed[version] = files
-            else:
-                self.hashed.pop(version, None)
-
-    def keep_only(self, versions: set[str]) -> None:
-        """Forget the identities of releases no longer on disk."""
-        for version in self.hashed.keys() - versions:
-            self.record(version, None)
-
-    def merge(self, serials: Mapping[str, int], hashed: Records) -> None:
-        """Take in records another writer made, keeping this batch's own changes."""
-        for version, serial in serials.items():
-            self.serials[version] = max(serial, self.serials.get(version, 0))
-        self.hashed = dict(hashed)
-        for version, files in self.changes.items():
-            if files:
-                self.hashed[version] = files
-            else:
-                self.hashed.pop(version, None)
+def _stat_files(release: ReleaseView, names: Iterable[str] | None) -> dict[str, FileInfo] | None:
+    """Each named file's ``FileInfo`` (all of the release's if None); None if one cannot be had."""
+    try:
+        return {name: release.stat(name) for name in (release.names() if names is None else names)}
+    except (OSError, ContainmentError):
+        return None

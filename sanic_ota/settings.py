@@ -118,9 +118,11 @@ class Settings:
         return self.stats_file if self.stats_file is not None else self.manifests_dir / ".stats.sqlite3"
 
     @property
-    def latest_file(self) -> Path:
-        """The file an operator writes a version into to pin plain ``AT+CIUPDATE``."""
-        return self.partitions_dir / "LATEST"
+    def state_dir(self) -> Path:
+        """The server's own files: the records of serials and file identities, the writers'
+        lock, verified copies of large files. ``manifests_dir``, the one directory the
+        server writes (see ``records``)."""
+        return self.manifests_dir
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:

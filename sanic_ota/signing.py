@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sanic_ota.errors import ConfigurationError, SignatureError
+from sanic_ota.errors import ConfigurationError, SignatureError, UnknownKeyError
 from sanic_ota.files import write_atomic
 
 
@@ -52,13 +52,14 @@ class Verifier:
         return public_pem(self.public_key).decode()
 
     def verify(self, signed: Any, signatures: Any) -> None:
-        """Raise ``SignatureError`` unless one of ``signatures`` is ours and valid."""
+        """Raise ``SignatureError`` unless one of ``signatures`` is ours and valid
+        (``UnknownKeyError`` if none is even by our key)."""
         if not isinstance(signatures, list):
             raise SignatureError("signatures must be a list")
         ours = [s for s in signatures if isinstance(s, dict) and s.get("keyid") == self.keyid]
         if not ours:
             seen = ", ".join(str(s.get("keyid"))[:16] for s in signatures if isinstance(s, dict))
-            raise SignatureError(f"no signature by key {self.keyid[:16]}… (found: {seen or 'none'})")
+            raise UnknownKeyError(f"no signature by key {self.keyid[:16]}… (found: {seen or 'none'})")
         data = canonical_bytes(signed)
         for entry in ours:
             try:

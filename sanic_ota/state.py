@@ -1,8 +1,8 @@
 """Everything a running server knows, opened from settings without any web framework.
 
 ``open_state`` is what start-up does: load the keys, get the signing or verifying
-key, and index every release once, so that the first request already sees every
-valid release. The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
+key, open the release store, and index every release once, so that the first
+request already sees every valid release. The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
 in a new ``index`` or ``keyring`` whole when files change, and records in
 ``keys_file`` whether the keys file on disk is applied in full.
 
@@ -20,13 +20,15 @@ from pathlib import Path
 from sanic_ota.changes import Snapshot, layout_of, snapshot
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
-from sanic_ota.files import locked, open_to_others, write_atomic
+from sanic_ota.files import open_to_others, write_atomic
 from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
 from sanic_ota.ratelimit import FailureLimiter
-from sanic_ota.releases import LOCK_FILE, EventHook, Index, Indexer
+from sanic_ota.records import Records
+from sanic_ota.releases import EventHook, Index, Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 from sanic_ota.stats import Stats
+from sanic_ota.store.local import LocalStore
 
 logger = logging.getLogger("sanic_ota.state")
 
@@ -34,6 +36,7 @@ logger = logging.getLogger("sanic_ota.state")
 @dataclass
 class State:
     settings: Settings
+    store: LocalStore
     keyring: Keyring
     verifier: Verifier
     indexer: Indexer
@@ -69,7 +72,7 @@ def signing_keys(settings: Settings) -> tuple[Verifier, Signer | None]:
     if not settings.sign_manifests:
         return load_verifier(settings.public_key_path), None
     private, public = Path(settings.signing_key), settings.public_key_path
-    with locked(Path(settings.manifests_dir) / LOCK_FILE):
+    with Records(settings.state_dir).lock():  # two workers starting at once make one pair
         if not private.exists():
             logger.warning("no signing key %s: creating a new Ed25519 key pair", private)
             signer = create_key_pair(private, public)
@@ -84,11 +87,19 @@ def signing_keys(settings: Settings) -> tuple[Verifier, Signer | None]:
     return verifier, signer
 
 
+def open_indexer(
+    settings: Settings, verifier: Verifier, signer: Signer | None, events: EventHook | None = None
+) -> Indexer:
+    """The indexer of the releases the settings name, keeping its records in ``state_dir``."""
+    return Indexer(LocalStore.from_settings(settings), Records(settings.state_dir), verifier, signer, events)
+
+
 def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
-    indexer = Indexer(settings, verifier, signer, events)
-    seen = snapshot(layout_of(settings))
+    store = LocalStore.from_settings(settings)
+    indexer = Indexer(store, Records(settings.state_dir), verifier, signer, events)
+    seen = snapshot(layout_of(store, settings))
     index = indexer.build()
     logger.info(
         "serving %d release(s) %s; %d key(s); manifests %s",
@@ -97,5 +108,6 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )
-    files = VerifiedFiles(indexer.tree, settings.cache_bytes, SERVER_RECHECK_SECONDS)
-    return State(settings, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path), seen=seen)
+    files = VerifiedFiles(store, settings.cache_bytes, SERVER_RECHECK_SECONDS, spool_dir=settings.state_dir)
+    return State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
+                 seen=seen)

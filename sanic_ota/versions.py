@@ -85,6 +85,11 @@ def is_plain_name(value: str) -> bool:
     return True
 
 
+def is_release_file(name: str) -> bool:
+    """Files that belong to a release: ``<partition>.bin``, never temporary or hidden ones."""
+    return name.endswith(".bin") and is_plain_name(name)
+
+
 def parse_version(name: str) -> Version | None:
     """The ``Version`` a release name stands for, or None if it is not a version."""
     if len(name) > MAX_NAME_LENGTH:

@@ -87,7 +87,7 @@ class Watcher:
         self.state = state
         self.on_index = on_index or (lambda index: None)
         self.on_keys = on_keys or (lambda status: None)
-        self.layout: Layout = layout_of(state.settings)
+        self.layout: Layout = layout_of(state.store, state.settings)
         self.stop_event = asyncio.Event()
         self.queue: asyncio.Queue[Plan] = asyncio.Queue()
         #: what waits for its quiet, and when it last changed (None: nothing waits)
@@ -110,9 +110,9 @@ class Watcher:
 
     async def run(self) -> None:
         try:
-            self.layout.partitions.mkdir(parents=True, exist_ok=True)
+            self.state.store.ensure_partitions()
         except OSError as e:
-            logger.error("cannot create %s: %s", self.layout.partitions, e.strerror)
+            logger.error("cannot create %s: %s", e.filename, e.strerror)
         transient = set(self.state.indexer.transient)
         self._schedule_retries(transient, transient)
         try:
@@ -259,15 +259,13 @@ class Watcher:
 
     def _wanted(self) -> dict[str, tuple[Path, bool]]:
         """The directories to watch now, by role, and whether recursively."""
-        wanted = {"partitions": (self.layout.partitions, True),
-                  "keys file": (self.layout.keys_file.parent, False)}
-        if self.layout.watch_manifests:
-            wanted["manifests"] = (self.layout.manifests, False)
+        wanted = self.layout.roots.directories(manifests=self.layout.watch_manifests)
+        wanted["keys file"] = (self.layout.keys_file.parent, False)
         return wanted
 
     async def check_watches(self) -> None:
         """Start, restart or move each watch to the directory its path names now."""
-        self.layout = await asyncio.to_thread(layout_of, self.state.settings)
+        self.layout = await asyncio.to_thread(layout_of, self.state.store, self.state.settings)
         wanted = self._wanted()
         identities = await asyncio.to_thread(lambda: {role: _identity(p) for role, (p, _) in wanted.items()})
         for role, (path, recursive) in wanted.items():

@@ -1,4 +1,4 @@
-"""Tests for sanic_ota.changes: which file events re-read what."""
+"""Tests for sanic_ota.changes: which file events re-read what (with store.local's Roots)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from sanic_ota.changes import Layout, Plan, diff, is_temporary, merge, plan, snapshot
+from sanic_ota.changes import Layout, Plan, diff, layout_of, merge, plan, snapshot
+from sanic_ota.settings import Settings
+from sanic_ota.store.local import LocalStore, Roots, is_temporary
 
 ROOT = Path("/srv/ota")
 LAYOUT = Layout(
-    partitions=ROOT / "partitions",
-    manifests=ROOT / "manifests",
+    roots=Roots(partitions=ROOT / "partitions", manifests=ROOT / "manifests"),
     keys_file=ROOT / "authorisation_keys.json",
     watch_manifests=False,
 )
-OFFLINE = Layout(LAYOUT.partitions, LAYOUT.manifests, LAYOUT.keys_file, watch_manifests=True)
+OFFLINE = Layout(LAYOUT.roots, LAYOUT.keys_file, watch_manifests=True)
 
 
 def _plan(*paths: str, layout: Layout = LAYOUT) -> Plan:
@@ -86,8 +87,19 @@ def test_plan_union_and_truthiness() -> None:
     assert Plan() | Plan() == Plan()
 
 
-def test_layout_latest_file() -> None:
-    assert LAYOUT.latest_file == ROOT / "partitions" / "LATEST"
+def test_layout_pin_file() -> None:
+    assert LAYOUT.roots.pin == ROOT / "partitions" / "LATEST"
+
+
+def test_layout_comes_from_the_store_resolved(tmp_path: Path) -> None:
+    (tmp_path / "releases-1").mkdir()
+    (tmp_path / "partitions").symlink_to(tmp_path / "releases-1")
+    settings = Settings(partitions_dir=tmp_path / "partitions", manifests_dir=tmp_path / "manifests",
+                        keys_file=tmp_path / "keys.json", sign_manifests=False)
+    layout = layout_of(LocalStore.from_settings(settings), settings)
+    assert layout == Layout(Roots(tmp_path / "releases-1", tmp_path / "manifests"), tmp_path / "keys.json", True)
+    assert layout.roots.directories(manifests=True) == {"partitions": (tmp_path / "releases-1", True),
+                                                        "manifests": (tmp_path / "manifests", False)}
 
 
 def _disk(tmp_path: Path, offline: bool = False) -> Layout:
@@ -97,7 +109,8 @@ def _disk(tmp_path: Path, offline: bool = False) -> Layout:
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "v1.json").write_text("{}")
     (tmp_path / "keys.json").write_text("[]")
-    return Layout(tmp_path / "partitions", tmp_path / "manifests", tmp_path / "keys.json", watch_manifests=offline)
+    return Layout(Roots(tmp_path / "partitions", tmp_path / "manifests"), tmp_path / "keys.json",
+                  watch_manifests=offline)
 
 
 def test_an_unchanged_disk_needs_nothing(tmp_path: Path) -> None:

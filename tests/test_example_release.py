@@ -14,6 +14,7 @@ from conftest import REPO
 from sanic_ota.errors import BadRequest
 from sanic_ota.example_release import EXAMPLE_CA, build_app_image, build_cert_partition, write_release
 from sanic_ota.images import check_magic, inspect
+from sanic_ota.store.local import LocalStore
 
 IMAGE = build_app_image("v1.2.3")
 
@@ -60,25 +61,29 @@ def test_cert_partition_layout() -> None:
     check_magic("mqtt_ca", data)
 
 
+def _store(partitions: Path) -> LocalStore:
+    return LocalStore(partitions, partitions.parent / "manifests")
+
+
 def test_write_release_writes_both_files_readable_by_all(tmp_path: Path) -> None:
-    written = write_release(tmp_path, "v9", app_version="9.0")
+    written = write_release(_store(tmp_path), "v9", app_version="9.0")
     release = tmp_path / "v9"
-    assert written == [(release / "ota.bin", len(build_app_image("9.0"))),
-                       (release / "mqtt_ca.bin", len(build_cert_partition(EXAMPLE_CA)))]
+    assert written == [(str(release / "ota.bin"), len(build_app_image("9.0"))),
+                       (str(release / "mqtt_ca.bin"), len(build_cert_partition(EXAMPLE_CA)))]
     assert sorted(p.name for p in release.iterdir()) == ["mqtt_ca.bin", "ota.bin"]  # no temporary file left
     assert (release / "ota.bin").read_bytes() == build_app_image("9.0")
     assert inspect("mqtt_ca", (release / "mqtt_ca.bin").read_bytes()) == {}
-    assert all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path, _ in written)
+    assert all(stat.S_IMODE(Path(path).stat().st_mode) == 0o644 for path, _ in written)
 
 
 @pytest.mark.parametrize("version", ["../escape", "a/b", "", ".hidden"])
 def test_write_release_refuses_a_name_that_is_not_plain(tmp_path: Path, version: str) -> None:
     with pytest.raises(BadRequest, match="plain name|missing"):
-        write_release(tmp_path / "partitions", version)
+        write_release(_store(tmp_path / "partitions"), version)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_shipped_example_is_what_make_example_writes(tmp_path: Path) -> None:
-    write_release(tmp_path, "v1.0.0")
+    write_release(_store(tmp_path), "v1.0.0")
     for name in ("ota.bin", "mqtt_ca.bin"):
         assert (tmp_path / "v1.0.0" / name).read_bytes() == (REPO / "partitions" / "v1.0.0" / name).read_bytes()

@@ -13,14 +13,15 @@ from esp_client import ModuleError, download, version_query
 from server_process import ServerProcess
 
 from sanic_ota import identities
-from sanic_ota.filecache import identity
 from sanic_ota.identities import IDENTITIES_FILE, Hashed
+from sanic_ota.store.local import identity
 
 SHA = "ab" * 32
 
 
 def test_records_round_trip() -> None:
-    records = {"v1": {"ota.bin": Hashed((1, 2, 3, 4, 5), SHA), "mqtt_ca.bin": Hashed((1, 3, 9, -4, 5), "cd" * 32)}}
+    records = {"v1": {"ota.bin": Hashed((1, 2, 3, 4, 5), SHA), "mqtt_ca.bin": Hashed((1, 3, 9, -4, 5), "cd" * 32)},
+               "v2": {"ota.bin": Hashed(("9b2cf535f27731c974343645a3985328", 4096), SHA)}}  # an ETag and a size
     assert identities.parse(identities.encode(records)) == records
 
 
@@ -28,7 +29,9 @@ def test_records_round_trip() -> None:
     "data",
     [b"", b"[]", b"{", b"[" * 100_000, b'{"v1": ' + b"9" * 5000 + b"}", b'{"v1": {"ota.bin": [1, 2]}}',
      b'{"v1": {"ota.bin": [1, 2, 3, 4, true, "' + b"ab" * 32 + b'"]}}',
-     b'{"v1": {"ota.bin": [1, 2, 3, 4, 5, "AB"]}}', b"\xff\xfe"],
+     b'{"v1": {"ota.bin": [1, 2, 3, 4, 5, "AB"]}}', b'{"v1": {"ota.bin": ["' + b"ab" * 32 + b'"]}}',
+     b'{"v1": {"ota.bin": [1.5, "' + b"ab" * 32 + b'"]}}', b'{"v1": {"ota.bin": [null, "' + b"ab" * 32 + b'"]}}',
+     b"\xff\xfe"],
 )
 def test_a_bad_record_counts_as_empty(data: bytes) -> None:
     assert identities.parse(data) == {}
@@ -40,20 +43,11 @@ def test_a_release_with_one_bad_entry_is_not_recorded_at_all() -> None:
     assert identities.parse(data) == {"v2": {"ota.bin": Hashed((1, 2, 3, 4, 5), SHA)}}
 
 
-def test_stat_files_takes_regular_files_only(tmp_path: Path) -> None:
-    (tmp_path / "ota.bin").write_bytes(b"x")
-    (tmp_path / "link.bin").symlink_to(tmp_path / "ota.bin")
-    (tmp_path / "dir.bin").mkdir()
-    assert identities.stat_files(tmp_path, ["ota.bin"]) == {"ota.bin": identity(os.lstat(tmp_path / "ota.bin"))}
-    for name in ("link.bin", "dir.bin", "absent.bin"):
-        assert identities.stat_files(tmp_path, ["ota.bin", name]) is None
-
-
 def test_settled() -> None:
     now = 10**18
-    assert identities.settled((0, 0, 0, now - 3 * 10**9, now - 3 * 10**9), now)
-    assert not identities.settled((0, 0, 0, now - 3 * 10**9, now - 10**9), now)  # changed a second ago
-    assert not identities.settled((0, 0, 0, now + 10**9, now - 3 * 10**9), now)  # in the future
+    assert identities.settled(now - 3 * 10**9, now)
+    assert not identities.settled(now - 10**9, now)  # changed a second ago
+    assert not identities.settled(now + 10**9, now)  # in the future
 
 
 # -- on a real server process -----------------------------------------------------------

@@ -14,26 +14,29 @@ import pytest
 from conftest import VERSION, example, settings_for, write_release
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sanic_ota import identities, releases
+from sanic_ota import identities, records
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import NotFound, Unavailable
 from sanic_ota.files import locked
 from sanic_ota.identities import IDENTITIES_FILE
 from sanic_ota.manifest import FileEntry
-from sanic_ota.releases import SERIALS_FILE, Index, Indexer, Release, is_release_file
+from sanic_ota.records import LOCK_FILE, SERIALS_FILE
+from sanic_ota.releases import Index, Indexer, Release
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer
+from sanic_ota.state import open_indexer
+from sanic_ota.store import local
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
 OTHER = Signer(Ed25519PrivateKey.generate())
 
 
 def _signing(settings: Settings) -> Indexer:
-    return Indexer(settings, SIGNER.verifier, SIGNER)
+    return open_indexer(settings, SIGNER.verifier, SIGNER)
 
 
 def _offline(settings: Settings) -> Indexer:
-    return Indexer(settings, SIGNER.verifier, None)
+    return open_indexer(settings, SIGNER.verifier, None)
 
 
 def _serial(settings: Settings, version: str = VERSION) -> int:
@@ -42,6 +45,10 @@ def _serial(settings: Settings, version: str = VERSION) -> int:
 
 def _release_dir(settings: Settings, version: str = VERSION) -> Path:
     return settings.partitions_dir / version
+
+
+def _pin_file(settings: Settings) -> Path:
+    return settings.partitions_dir / "LATEST"
 
 
 # -- server-signs mode -----------------------------------------------------------------
@@ -85,7 +92,7 @@ def test_server_replaces_a_replayed_older_manifest_with_a_higher_serial(settings
 
 
 def test_server_replaces_a_manifest_signed_by_another_key(settings: Settings) -> None:
-    Indexer(settings, OTHER.verifier, OTHER).build()
+    open_indexer(settings, OTHER.verifier, OTHER).build()
     release = _signing(settings).build().releases[VERSION]
     assert release.manifest.serial == 2  # higher than the one it replaced
     manifests.verify((settings.manifests_dir / f"{VERSION}.json").read_bytes(), SIGNER.verifier, VERSION)
@@ -140,14 +147,6 @@ def test_a_manifest_that_cannot_be_written_is_a_problem_of_that_release_only(set
     index = _signing(settings).build()
     assert list(index.releases) == ["v2.0.0"]
     assert str(settings.manifests_dir) in index.problems[VERSION]
-
-
-@pytest.mark.parametrize(("name", "expected"), [
-    ("ota.bin", True), ("mqtt_ca.bin", True), (".ota.bin", False), ("ota.bin~", False), ("ota.bin.swp", False),
-    ("ota", False), ("-x.bin", False), ("a/b.bin", False),
-])
-def test_is_release_file(name: str, expected: bool) -> None:
-    assert is_release_file(name) is expected
 
 
 # -- offline mode ----------------------------------------------------------------------
@@ -247,22 +246,22 @@ def test_latest_is_the_newest_in_version_order(settings: Settings) -> None:
 
 
 def test_latest_honours_the_pin(settings: Settings) -> None:
-    settings.latest_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.latest_file.write_text(" v1.2.0\n")
+    _pin_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    _pin_file(settings).write_text(" v1.2.0\n")
     index = _index(settings, "v1.10.0", "v1.2.0")
     assert index.pinned == "v1.2.0"
     assert index.latest().version == "v1.2.0"
 
 
 def test_a_pin_to_a_missing_release_is_unavailable(settings: Settings) -> None:
-    settings.latest_file.write_text("v9.9.9\n")
+    _pin_file(settings).write_text("v9.9.9\n")
     index = _index(settings)
     with pytest.raises(Unavailable, match="LATEST pins release v9.9.9"):
         index.latest()
 
 
 def test_an_empty_pin_means_newest(settings: Settings) -> None:
-    settings.latest_file.write_text("\n")
+    _pin_file(settings).write_text("\n")
     assert _index(settings).latest().version == VERSION
 
 
@@ -332,7 +331,7 @@ def test_a_hard_linked_file_makes_its_release_a_problem(settings: Settings) -> N
                                   lambda latest, keys: latest.write_bytes(keys.read_bytes())],
                          ids=["symlink", "copy"])
 def test_an_invalid_pin_names_no_release_and_is_never_logged(settings: Settings, caplog, make) -> None:
-    make(settings.latest_file, settings.keys_file)
+    make(_pin_file(settings), settings.keys_file)
     with caplog.at_level(logging.INFO):
         index = _signing(settings).build()
     assert index.pinned == ""
@@ -552,13 +551,14 @@ def test_records_are_written_once_per_build(
         for name in (SERIALS_FILE, IDENTITIES_FILE):
             (settings.manifests_dir / name).unlink()
     writes: list[str] = []
-    write_atomic = releases.write_atomic
+    write_atomic = records.write_atomic
 
     def counting(path: Path, data: bytes, *args: object, **kwargs: object) -> None:
         writes.append(Path(path).name)
         write_atomic(path, data, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(releases, "write_atomic", counting)
+    monkeypatch.setattr(records, "write_atomic", counting)  # the records
+    monkeypatch.setattr(local, "write_atomic", counting)  # the manifests
     index = _make(settings, mode).build()
     assert len(index.releases) == 4
     assert writes.count(SERIALS_FILE) == 1 and writes.count(IDENTITIES_FILE) == 1
@@ -571,6 +571,6 @@ def test_records_are_written_once_per_build(
 def test_a_restart_with_nothing_to_write_does_not_wait_for_the_lock(settings: Settings, settled: None) -> None:
     _signing(settings).build()
     done = threading.Event()
-    with locked(settings.manifests_dir / releases.LOCK_FILE):  # another worker signing for a long time
+    with locked(settings.manifests_dir / LOCK_FILE):  # another worker signing for a long time
         threading.Thread(target=lambda: (_signing(settings).build(), done.set()), daemon=True).start()
         assert done.wait(10)

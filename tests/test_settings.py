@@ -22,7 +22,7 @@ def test_defaults_are_the_original_servers_layout() -> None:
     assert s.sign_manifests is True
     assert s.quiet_seconds == 1.0
     assert s.cache_bytes == 512 * 1024 * 1024
-    assert s.latest_file == Path("partitions/LATEST")
+    assert s.state_dir == Path("manifests")  # the server's own records live beside the manifests
 
 
 def test_public_key_defaults_beside_the_private_key() -> None:

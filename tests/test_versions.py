@@ -16,6 +16,7 @@ from sanic_ota.versions import (
     Version,
     check_name,
     is_plain_name,
+    is_release_file,
     newest,
     newest_first,
     parse_version,
@@ -39,6 +40,14 @@ def test_unsafe_names_are_refused(name: str | None) -> None:
         check_name(name, "release")
     if name is not None:
         assert not is_plain_name(name)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("ota.bin", True), ("mqtt_ca.bin", True), (".ota.bin", False), ("ota.bin~", False), ("ota.bin.swp", False),
+    ("ota", False), ("-x.bin", False), ("a/b.bin", False),
+])
+def test_is_release_file(name: str, expected: bool) -> None:
+    assert is_release_file(name) is expected
 
 
 def test_refusals_say_what_was_wrong() -> None:

@@ -22,9 +22,8 @@ from server_process import ServerProcess
 
 from sanic_ota.files import write_atomic
 from sanic_ota.keys import Key, dump_keys, load_keys, save_keys
-from sanic_ota.releases import Indexer
 from sanic_ota.settings import Settings
-from sanic_ota.state import State, open_state, signing_keys
+from sanic_ota.state import State, open_indexer, open_state, signing_keys
 from sanic_ota.watcher import Watcher
 
 T = TypeVar("T")
@@ -142,7 +141,7 @@ def sign_elsewhere(settings: Settings, partitions: Path, manifests: Path, versio
     """Sign a release as ``make manifest`` does where the private key lives."""
     where = dataclasses.replace(settings, partitions_dir=partitions, manifests_dir=manifests, sign_manifests=True)
     verifier, signer = signing_keys(where)
-    Indexer(where, verifier, signer).index_release(version)
+    open_indexer(where, verifier, signer).index_release(version)
     return manifests / f"{version}.json"
 
 

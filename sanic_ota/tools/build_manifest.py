@@ -16,9 +16,8 @@ import os
 import sys
 
 from sanic_ota.errors import OtaError
-from sanic_ota.releases import Indexer
 from sanic_ota.settings import Settings
-from sanic_ota.state import signing_keys
+from sanic_ota.state import open_indexer, signing_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_environ(os.environ)
     try:
         verifier, signer = signing_keys(dataclasses.replace(settings, sign_manifests=True))
-        release = Indexer(settings, verifier, signer).index_release(args.version)
+        indexer = open_indexer(settings, verifier, signer)
+        release = indexer.index_release(args.version)
     except OtaError as e:
         print(f"build_manifest: {args.version}: {e.message}", file=sys.stderr)
         return 1
     manifest = release.manifest
-    print(f"{settings.manifests_dir / (args.version + '.json')}: serial {manifest.serial}, "
+    print(f"{indexer.store.where_manifest(args.version)}: serial {manifest.serial}, "
           f"{len(manifest.files)} file(s), key {verifier.keyid}")
     for name, entry in sorted(manifest.files.items()):
         print(f"  {name}  {entry.length} bytes  sha256 {entry.sha256}")

@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 from sanic_ota import manifest as manifests
-from sanic_ota.containment import ReleaseTree
 from sanic_ota.errors import OtaError
-from sanic_ota.releases import Indexer
+from sanic_ota.releases import describe_files
 from sanic_ota.settings import Settings
 from sanic_ota.signing import load_verifier
+from sanic_ota.store.local import LocalStore
+from sanic_ota.trust import Observed, check_files
+from sanic_ota.versions import check_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,17 +34,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", action="store_true", help="also check partitions/VERSION/ against it")
     args = parser.parse_args(argv)
     settings = Settings.from_environ(os.environ)
-    path = args.manifest or settings.manifests_dir / f"{args.version}.json"
+    store = LocalStore.from_settings(settings)
+    try:
+        version = check_name(args.version, "version")
+    except OtaError as e:
+        print(f"FAIL {args.version!r}: {e.message}", file=sys.stderr)
+        return 1
+    path = str(args.manifest) if args.manifest else store.where_manifest(version)
     try:
         verifier = load_verifier(args.public_key or settings.public_key_path)
         if args.manifest:  # a file the auditor named: read wherever it is
             document: bytes | None = args.manifest.read_bytes()
         else:  # the server's manifests/: read the way the server does, never through a symlink
-            document = ReleaseTree(settings.partitions_dir, settings.manifests_dir).read_manifest(args.version)
+            document = store.read_manifest(version)
         if document is None:
             print(f"FAIL {path}: no such manifest", file=sys.stderr)
             return 1
-        manifest = manifests.verify(document, verifier, args.version)
+        manifest = manifests.verify(document, verifier, version)
     except OSError as e:
         print(f"FAIL {path}: {e.strerror}", file=sys.stderr)
         return 1
@@ -53,17 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.files:
         return 0
     try:
-        found = Indexer(settings, verifier, None).describe_files(args.version)
-    except OtaError as e:
-        print(f"FAIL partitions/{args.version}: {e.message}", file=sys.stderr)
+        with store.release(version) as release:  # read as the server reads: no link, nothing outside
+            found = describe_files(release)
+    except OSError as e:
+        print(f"FAIL {store.where(version)}: {e.strerror}", file=sys.stderr)
         return 1
-    problems = manifest.mismatches(found)
+    except OtaError as e:
+        print(f"FAIL {store.where(version)}: {e.message}", file=sys.stderr)
+        return 1
+    observed = {name: Observed(entry.length, entry.sha256) for name, entry in found.items()}
+    problems, unlisted = check_files(manifest, observed)
     for problem in problems:
-        print(f"FAIL {problem}", file=sys.stderr)
-    for name in manifest.unlisted(found):
+        print(f"FAIL {problem.message}", file=sys.stderr)
+    for name in unlisted:
         print(f"FAIL {name} is on disk but not in the manifest", file=sys.stderr)
-        problems.append(name)
-    if not problems:
-        print(f"OK   {len(found)} file(s) in partitions/{args.version} match")
-    return 1 if problems else 0
-
+    if not problems and not unlisted:
+        print(f"OK   {len(found)} file(s) in {store.where(version)} match")
+    return 1 if problems or unlisted else 0

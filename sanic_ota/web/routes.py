@@ -8,7 +8,6 @@ request's record (``accountant.begin``), which is counted once the answer is com
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from sanic import Blueprint, HTTPResponse, Request
@@ -83,9 +82,7 @@ async def download(request: Request, version: str, filename: str) -> None:
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
-    image = state.files.cached(version, filename, entry)
-    if image is None:
-        image = await asyncio.to_thread(state.files.load, version, filename, entry)
+    image = await state.files.image(version, filename, entry)
     accountant: Accountant = request.app.ctx.accountant
     length = image.length if isinstance(image, VerifiedCopy) else len(image)
     try:

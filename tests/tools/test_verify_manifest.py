@@ -12,10 +12,9 @@ import pytest
 from conftest import VERSION, example, settings_for, write_release
 from test_build_manifest import run_build_manifest
 
-from sanic_ota.releases import Indexer
 from sanic_ota.settings import Settings
 from sanic_ota.signing import create_key_pair
-from sanic_ota.state import signing_keys
+from sanic_ota.state import open_indexer, signing_keys
 from sanic_ota.tools import verify_manifest
 
 #: What the README tells an auditor to run: no Python, only jq, xxd and OpenSSL.
@@ -30,7 +29,7 @@ openssl pkeyutl -verify -pubin -inkey pub.pem -rawin -in signed.bin -sigfile sig
 def signed(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """v1.0.0 signed into manifests/, and SANIC_OTA_* pointing at it for the tool."""
     verifier, signer = signing_keys(settings)
-    Indexer(settings, verifier, signer).index_release(VERSION)
+    open_indexer(settings, verifier, signer).index_release(VERSION)
     for name in [k for k in os.environ if k.startswith("SANIC_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SANIC_OTA_PARTITIONS_DIR", str(settings.partitions_dir))
@@ -49,7 +48,7 @@ def test_a_good_manifest(signed: Settings, capsys: pytest.CaptureFixture[str]) -
     assert verify_manifest.main([VERSION]) == 0
     assert capsys.readouterr().out.startswith("OK ")
     assert verify_manifest.main([VERSION, "--files"]) == 0
-    assert "2 file(s) in partitions/v1.0.0 match" in capsys.readouterr().out
+    assert f"2 file(s) in {signed.partitions_dir / VERSION} match" in capsys.readouterr().out
 
 
 def test_explicit_manifest_and_public_key(signed: Settings, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for sanic_ota.containment: nothing outside partitions/ is ever read, indexed or served.
+"""Tests for sanic_ota.store.local: nothing outside partitions/ is ever read, indexed or served.
 
 The attacks are the ones a bad artifact or a careless copy makes: a symlink or a hard
 link to the keys file (it holds every token, admin ones included) in place of a
@@ -22,42 +22,47 @@ import pytest
 from conftest import OTHER_TOKEN, TOKEN, VERSION, env_for, settings_for, write_release
 from server_process import ServerProcess
 
-from sanic_ota.containment import MANIFEST_LIMIT, PIN_LIMIT, ReleaseTree
 from sanic_ota.errors import ContainmentError
+from sanic_ota.settings import Settings
+from sanic_ota.store.local import MANIFEST_LIMIT, PIN_LIMIT, LocalStore, identity
 
 SECRET = b'[{"Name": "admin", "Token": "SECRET-TOKEN-0123456789", "Role": "admin"}]\n'
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> ReleaseTree:
+def tree(tmp_path: Path) -> LocalStore:
     (tmp_path / "partitions" / "v1").mkdir(parents=True)
     (tmp_path / "manifests").mkdir()
     (tmp_path / "secret.json").write_bytes(SECRET)
-    return ReleaseTree(tmp_path / "partitions", tmp_path / "manifests")
+    return LocalStore(tmp_path / "partitions", tmp_path / "manifests")
 
 
-def _secret(tree: ReleaseTree) -> Path:
+def _secret(tree: LocalStore) -> Path:
     return tree.partitions.parent / "secret.json"
+
+
+def _path(tree: LocalStore, version: str, name: str | None = None) -> Path:
+    return tree.partitions / version if name is None else tree.partitions / version / name
 
 
 # -- release directories -------------------------------------------------------------------
 
 
-def test_versions_are_real_directories_with_plain_names(tree: ReleaseTree) -> None:
+def test_versions_are_real_directories_with_plain_names(tree: LocalStore) -> None:
     (tree.partitions / ".v2.tmp").mkdir()
     (tree.partitions / "LATEST").write_text("v1\n")
     (tree.partitions / "v3").write_bytes(b"a file, not a release")
-    assert tree.versions() == {"v1"}
+    assert tree.list_releases() == {"v1"}
 
 
-def test_a_symlinked_release_directory_is_not_a_release_and_is_logged_once(tree: ReleaseTree, caplog) -> None:
+def test_a_symlinked_release_directory_is_not_a_release_and_is_logged_once(tree: LocalStore, caplog) -> None:
     outside = tree.partitions.parent / "elsewhere"
     outside.mkdir()
     (tree.partitions / "v2").symlink_to(outside)
     (tree.partitions / "v3").symlink_to(tree.partitions / "v1")  # even one pointing inside
     with caplog.at_level(logging.ERROR):
-        assert tree.versions() == {"v1"}
-        assert tree.versions() == {"v1"}
+        assert tree.list_releases() == {"v1"}
+        assert tree.list_releases() == {"v1"}
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2  # once per link, not once per scan
     assert f"{tree.partitions / 'v2'} is a symbolic link" in lines[0]
@@ -66,8 +71,8 @@ def test_a_symlinked_release_directory_is_not_a_release_and_is_logged_once(tree:
         pass
 
 
-def test_a_release_directory_swapped_for_a_symlink_after_the_scan_is_refused(tree: ReleaseTree) -> None:
-    assert tree.versions() == {"v1"}
+def test_a_release_directory_swapped_for_a_symlink_after_the_scan_is_refused(tree: LocalStore) -> None:
+    assert tree.list_releases() == {"v1"}
     os.rename(tree.partitions / "v1", tree.partitions / ".old")
     (tree.partitions / "v1").symlink_to(tree.partitions / ".old")
     with pytest.raises(ContainmentError, match="is a symbolic link"), tree.release("v1"):
@@ -77,13 +82,13 @@ def test_a_release_directory_swapped_for_a_symlink_after_the_scan_is_refused(tre
 # -- release files ---------------------------------------------------------------------
 
 
-def _read(tree: ReleaseTree, name: str) -> bytes:
-    with tree.release("v1") as release:
-        return release.read(name)
+def _read(tree: LocalStore, name: str) -> bytes:
+    with tree.release("v1") as release, release.open(name) as opened:
+        return opened.read()
 
 
-def test_a_regular_file_is_read(tree: ReleaseTree) -> None:
-    tree.path("v1", "ota.bin").write_bytes(b"\xe9 image")
+def test_a_regular_file_is_read(tree: LocalStore) -> None:
+    _path(tree, "v1", "ota.bin").write_bytes(b"\xe9 image")
     assert _read(tree, "ota.bin") == b"\xe9 image"
     with tree.release("v1") as release:
         assert release.names() == ["ota.bin"]
@@ -95,22 +100,52 @@ def test_a_regular_file_is_read(tree: ReleaseTree) -> None:
     (lambda link, target: os.mkfifo(link), "mfg_nvs.bin is not a regular file"),
     (lambda link, target: link.mkdir(), "mfg_nvs.bin is not a regular file"),
 ], ids=["symlink", "hardlink", "fifo", "directory"])
-def test_a_release_file_that_is_not_a_plain_file_inside_is_refused(tree: ReleaseTree, make, problem: str) -> None:
-    make(tree.path("v1", "mfg_nvs.bin"), _secret(tree))
+def test_a_release_file_that_is_not_a_plain_file_inside_is_refused(tree: LocalStore, make, problem: str) -> None:
+    make(_path(tree, "v1", "mfg_nvs.bin"), _secret(tree))
     with pytest.raises(ContainmentError) as raised:
         _read(tree, "mfg_nvs.bin")
     assert raised.value.message.startswith(problem)
     assert "SECRET" not in raised.value.message and str(_secret(tree)) not in raised.value.message
 
 
-def test_a_symlink_to_a_file_inside_partitions_is_refused_too(tree: ReleaseTree) -> None:
-    tree.path("v1", "ota.bin").write_bytes(b"\xe9 image")
-    tree.path("v1", "copy.bin").symlink_to("ota.bin")
+def test_a_symlink_to_a_file_inside_partitions_is_refused_too(tree: LocalStore) -> None:
+    _path(tree, "v1", "ota.bin").write_bytes(b"\xe9 image")
+    _path(tree, "v1", "copy.bin").symlink_to("ota.bin")
     with pytest.raises(ContainmentError, match="symbolic link"):
         _read(tree, "copy.bin")
 
 
-def test_names_that_are_not_plain_are_refused_before_any_open(tree: ReleaseTree) -> None:
+def test_a_release_lists_only_its_files_and_stats_them_without_following_links(tree: LocalStore) -> None:
+    _path(tree, "v1", "ota.bin").write_bytes(b"\xe9 image")
+    for name in ("notes.txt", ".ota.bin.AbC123", "ota.bin~"):
+        _path(tree, "v1", name).write_bytes(b"not a release file")
+    _path(tree, "v1", "link.bin").symlink_to(_secret(tree))
+    _path(tree, "v1", "dir.bin").mkdir()
+    with tree.release("v1") as release:
+        assert release.names() == ["dir.bin", "link.bin", "ota.bin"]
+        info = release.stat("ota.bin")
+        st = os.lstat(_path(tree, "v1", "ota.bin"))
+        assert (info.length, info.identity) == (7, identity(st))
+        assert info.changed_ns == max(st.st_mtime_ns, st.st_ctime_ns)
+        with pytest.raises(ContainmentError, match="link.bin is a symbolic link"):
+            release.stat("link.bin")
+        with pytest.raises(ContainmentError, match="dir.bin is not a regular file"):
+            release.stat("dir.bin")
+        with pytest.raises(FileNotFoundError):
+            release.stat("absent.bin")
+    assert tree.stat("v1", "ota.bin") == info  # the cache's cheap re-check says the same
+
+
+def test_a_file_is_read_in_chunks_from_what_was_opened(tree: LocalStore) -> None:
+    path = _path(tree, "v1", "ota.bin")
+    path.write_bytes(b"\xe9" + b"a" * 9)
+    with tree.open("v1", "ota.bin") as opened:
+        assert opened.info == tree.stat("v1", "ota.bin")
+        os.replace(_secret(tree), path)  # renamed over it after the open: the opened file is read
+        assert opened.read(4) == b"\xe9aaa" and opened.read() == b"a" * 6 and opened.read(4) == b""
+
+
+def test_names_that_are_not_plain_are_refused_before_any_open(tree: LocalStore) -> None:
     for name in ("../secret.json", "a/b.bin", ".."):
         with pytest.raises(ContainmentError, match="plain name"):
             _read(tree, name)
@@ -118,16 +153,16 @@ def test_names_that_are_not_plain_are_refused_before_any_open(tree: ReleaseTree)
         pass
 
 
-def test_a_file_on_another_filesystem_is_refused(tree: ReleaseTree) -> None:
-    mount = tree.path("v2")
+def test_a_file_on_another_filesystem_is_refused(tree: LocalStore) -> None:
+    mount = _path(tree, "v2")
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         (mount / "ota.bin").write_bytes(b"\xe9 image")
-        with pytest.raises(ContainmentError, match="another filesystem"), tree.release("v2") as release:
-            release.read("ota.bin")
+        with pytest.raises(ContainmentError, match="another filesystem"), tree.open("v2", "ota.bin"):
+            pass
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
@@ -136,7 +171,7 @@ def test_a_file_on_another_filesystem_is_refused(tree: ReleaseTree) -> None:
 
 
 @pytest.mark.parametrize(("text", "pin"), [(None, None), (b"", None), (b" \n", None), (b" v1.2.0\n", "v1.2.0")])
-def test_a_pin_is_a_plain_name_or_nothing(tree: ReleaseTree, text: bytes | None, pin: str | None) -> None:
+def test_a_pin_is_a_plain_name_or_nothing(tree: LocalStore, text: bytes | None, pin: str | None) -> None:
     if text is not None:
         (tree.partitions / "LATEST").write_bytes(text)
     assert tree.read_pin() == pin
@@ -151,7 +186,7 @@ def test_a_pin_is_a_plain_name_or_nothing(tree: ReleaseTree, text: bytes | None,
     lambda latest, secret: latest.write_bytes(b"\xffSECRET-TOKEN\n"),
     lambda latest, secret: latest.write_bytes(b"v1" + b" " * PIN_LIMIT + b"SECRET-TOKEN"),
 ], ids=["symlink", "hardlink", "json", "traversal", "two-words", "not-utf8", "too-long"])
-def test_an_invalid_pin_is_refused_without_repeating_it(tree: ReleaseTree, make) -> None:
+def test_an_invalid_pin_is_refused_without_repeating_it(tree: LocalStore, make) -> None:
     make(tree.partitions / "LATEST", _secret(tree))
     with pytest.raises(ContainmentError) as raised:
         tree.read_pin()
@@ -159,14 +194,14 @@ def test_an_invalid_pin_is_refused_without_repeating_it(tree: ReleaseTree, make)
 
 
 def test_no_partitions_directory_means_no_pin_and_no_release(tmp_path: Path) -> None:
-    tree = ReleaseTree(tmp_path / "absent", tmp_path / "manifests")
-    assert tree.read_pin() is None and tree.versions() == set()
+    tree = LocalStore(tmp_path / "absent", tmp_path / "manifests")
+    assert tree.read_pin() is None and tree.list_releases() == set()
 
 
 # -- manifests --------------------------------------------------------------------------------
 
 
-def test_a_manifest_is_read_only_as_a_regular_file(tree: ReleaseTree) -> None:
+def test_a_manifest_is_read_only_as_a_regular_file(tree: LocalStore) -> None:
     assert tree.read_manifest("v1") is None
     (tree.manifests / "v1.json").write_bytes(b"{}")
     assert tree.read_manifest("v1") == b"{}"
@@ -180,19 +215,29 @@ def test_a_manifest_is_read_only_as_a_regular_file(tree: ReleaseTree) -> None:
         tree.read_manifest("v1")
 
 
-def test_a_huge_manifest_is_refused_unread(tree: ReleaseTree) -> None:
+def test_a_huge_manifest_is_refused_unread(tree: LocalStore) -> None:
     with open(tree.manifests / "v1.json", "wb") as handle:
         handle.truncate(MANIFEST_LIMIT + 1)  # sparse: costs no disk
     with pytest.raises(ContainmentError, match="larger than"):
         tree.read_manifest("v1")
 
 
-def test_the_spool_is_an_unlinked_file_in_manifests(tree: ReleaseTree) -> None:
-    with tree.spool() as spool:
-        st = os.fstat(spool.fileno())
-        assert st.st_nlink == 0 and st.st_dev == os.stat(tree.manifests).st_dev
-        assert oct(st.st_mode & 0o777) == "0o600"
-    assert not [p for p in tree.manifests.iterdir()]
+def test_a_manifest_is_written_atomically_where_it_is_read(tree: LocalStore) -> None:
+    store = LocalStore(tree.partitions, tree.manifests / "new")  # created on the first write
+    store.write_manifest("v1", b"{}", durable=False)
+    store.write_manifest("v1", b'{"a": 1}', durable=False)
+    store.sync_manifests(["v1"])
+    assert store.read_manifest("v1") == b'{"a": 1}'
+    assert [p.name for p in (tree.manifests / "new").iterdir()] == ["v1.json"]  # no temporary left
+    with pytest.raises(ContainmentError, match="plain name"):
+        store.write_manifest("../v1", b"{}")
+
+
+def test_where_things_are_for_the_log(tmp_path: Path) -> None:
+    store = LocalStore.from_settings(Settings())
+    assert store.where_pin() == "partitions/LATEST"
+    assert store.where("v1", "ota.bin") == "partitions/v1/ota.bin"
+    assert store.where_manifest("v1") == "manifests/v1.json"
 
 
 # -- on a real server -------------------------------------------------------------------------
