@@ -26,6 +26,11 @@ from sanic_ota.trust import Observed, check_files
 from sanic_ota.versions import check_name
 
 
+def _why(error: OSError | OtaError) -> str:
+    """What went wrong, as an operator reads it: our message, or the OS's text."""
+    return error.message if isinstance(error, OtaError) else str(error.strerror or error)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="the release the manifest must name")
@@ -51,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {path}: no such manifest", file=sys.stderr)
             return 1
         manifest = manifests.verify(document, verifier, version)
-    except OSError as e:
-        print(f"FAIL {path}: {e.strerror}", file=sys.stderr)
-        return 1
-    except OtaError as e:
-        print(f"FAIL {path}: {e.message}", file=sys.stderr)
+    except (OSError, OtaError) as e:
+        print(f"FAIL {path}: {_why(e)}", file=sys.stderr)
         return 1
     print(f"OK   {path}: signature by {verifier.keyid}, release {manifest.version}, serial {manifest.serial}")
     if not args.files:
@@ -63,11 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with store.release(version) as release:  # read as the server reads: no link, nothing outside
             found = describe_files(release)
-    except OSError as e:
-        print(f"FAIL {store.where(version)}: {e.strerror}", file=sys.stderr)
-        return 1
-    except OtaError as e:
-        print(f"FAIL {store.where(version)}: {e.message}", file=sys.stderr)
+    except (OSError, OtaError) as e:
+        print(f"FAIL {store.where(version)}: {_why(e)}", file=sys.stderr)
         return 1
     observed = {name: Observed(entry.length, entry.sha256) for name, entry in found.items()}
     problems, unlisted = check_files(manifest, observed)
