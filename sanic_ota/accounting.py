@@ -25,6 +25,7 @@ class Kind(StrEnum):
     MANIFEST = "manifest"
     METRICS = "metrics"
     STATUS = "status"
+    SIGN_URL = "sign_url"  # an admin mints a signed download URL
     OTHER = "other"  # no handler named it: an unknown path, a refused method
 
 
@@ -43,6 +44,7 @@ class AuthFailure(StrEnum):
     MALFORMED = "malformed"  # no Authorization header, or not one we can read
     UNKNOWN_TOKEN = "unknown_token"
     NOT_ADMIN = "not_admin"  # a device key on an admin page
+    SIGNED_URL = "signed_url"  # a signed URL that is malformed, altered, expired, or of an unknown key
     RATE_LIMITED = "rate_limited"
 
 

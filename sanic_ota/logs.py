@@ -23,7 +23,12 @@ import sys
 import threading
 from typing import TextIO
 
+from sanic_ota.signed_urls import redact
+
 ROOT = "sanic_ota"
+#: Sanic's own loggers; its access log (``--access-logs``) and some error messages
+#: write the request's whole URL, query string included.
+SANIC_LOGGERS = ("sanic.root", "sanic.error", "sanic.access", "sanic.server")
 DETAILED = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 #: The most lines written in one go.
@@ -55,6 +60,7 @@ class LogWriter:
         self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: stop
         self._handler = _QueueLines(self._lines)
         self._handler.setFormatter(logging.Formatter(DETAILED))
+        self._handler.addFilter(_REDACTION)  # every sanic_ota.* record passes this handler
         self._thread: threading.Thread | None = None
 
     def audit(self, line: str) -> None:
@@ -102,3 +108,37 @@ class LogWriter:
                 pass
             if done:
                 return
+
+
+class RedactSignatures(logging.Filter):
+    """Blanks the signature of a signed URL in any record, whoever logs the URL.
+
+    Our own code logs ``request.path`` only, but Sanic's access log puts
+    ``METHOD URL`` in the record's ``request`` field and its error handler logs the
+    URL: a signature in a log file would be a working download credential.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        request = getattr(record, "request", None)
+        if isinstance(request, str):
+            record.request = redact(request)
+        return True
+
+
+_REDACTION = RedactSignatures()
+
+
+def redact_signatures() -> None:
+    """Install the redaction on Sanic's loggers; idempotent (one filter per logger).
+
+    Sanic logs to these loggers directly, so a logger filter sees every record;
+    ours log to children of ``sanic_ota``, so theirs is on ``LogWriter``'s handler.
+    """
+    for name in SANIC_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTION not in logger.filters:
+            logger.addFilter(_REDACTION)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 
 from sanic import Request
 
@@ -16,6 +17,7 @@ from sanic_ota.accounting import AuthFailure
 from sanic_ota.errors import Forbidden, OtaError, TooManyRequests, Unauthorized
 from sanic_ota.keys import ADMIN_ROLE, Key, Keyring
 from sanic_ota.ratelimit import FailureLimiter
+from sanic_ota.signed_urls import EXPIRES_PARAM, KEY_PARAM, SIG_PARAM, SignedUrlError, check
 from sanic_ota.web import connections
 from sanic_ota.web.accountant import record_of
 
@@ -62,21 +64,58 @@ def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
     return key
 
 
+def _failed(request: Request, limiter: FailureLimiter, e: OtaError, failure: AuthFailure) -> TooManyRequests | None:
+    """Log and count a failed authentication; the 429 to raise once the address is over its limit."""
+    address = request.remote_addr or request.ip
+    logger.warning("auth failed from %s: %s", address, e.message)
+    record = record_of(request)
+    record.auth_failure = failure
+    wait = limiter.fail(address)
+    if wait is not None:
+        record.auth_failure = AuthFailure.RATE_LIMITED
+        return TooManyRequests("too many failed authentications; retry later", wait)
+    return None
+
+
 def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
     """The key that sent ``request``, or the error to answer with (401, 403 or 429)."""
     try:
         key = _lookup(request, keyring, basic)
     except OtaError as e:
-        address = request.remote_addr or request.ip
-        logger.warning("auth failed from %s: %s", address, e.message)
-        record = record_of(request)
-        record.auth_failure = AuthFailure.UNKNOWN_TOKEN if isinstance(e, Forbidden) else AuthFailure.MALFORMED
-        wait = limiter.fail(address)
-        if wait is not None:
-            record.auth_failure = AuthFailure.RATE_LIMITED
-            raise TooManyRequests("too many failed authentications; retry later", wait) from e
+        limited = _failed(request, limiter, e,
+                          AuthFailure.UNKNOWN_TOKEN if isinstance(e, Forbidden) else AuthFailure.MALFORMED)
+        if limited is not None:
+            raise limited from e
         raise
     connections.authenticated(request)  # no longer counts toward the per-address cap
+    return key
+
+
+def authenticate_signed(
+    request: Request, keyring: Keyring, limiter: FailureLimiter, version: str, filename: str,
+) -> Key:
+    """The key whose signed URL this download request carries (see ``signed_urls``).
+
+    Only for a request without an Authorization header. A URL that does not open
+    this file (403) counts toward the address's failure limit exactly like an
+    unknown token. The signature is never logged: messages name the key at most,
+    and ``responses`` logs ``request.path``, which has no query string.
+    """
+    args = request.get_args(keep_blank_values=True)
+
+    def single(name: str) -> str | None:
+        values = args.getlist(name)
+        return values[0] if len(values) == 1 else None  # repeated: malformed, refused by ``check``
+
+    try:
+        key = check(keyring.keys, single(KEY_PARAM), version, filename,
+                    single(EXPIRES_PARAM), single(SIG_PARAM), time.time())
+    except SignedUrlError as e:
+        limited = _failed(request, limiter, e, AuthFailure.SIGNED_URL)
+        if limited is not None:
+            raise limited from e
+        raise
+    connections.authenticated(request)
     return key
 
 

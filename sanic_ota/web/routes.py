@@ -9,11 +9,14 @@ request's record (``accountant.begin``), which is counted once the answer is com
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
 from sanic.response import raw
 
+from sanic_ota import signed_urls
 from sanic_ota.accounting import Kind
 from sanic_ota.errors import BadRequest, NotFound
 from sanic_ota.filecache import VerifiedCopy
@@ -22,10 +25,11 @@ from sanic_ota.releases import Index
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
-from sanic_ota.web.auth import authenticate, authenticate_admin
+from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import esp_json, send_image
 
 bp = Blueprint("ota")
+logger = logging.getLogger("sanic_ota.auth")
 
 #: ``AT+CIPFWVER?`` copies the body into an 8192-byte buffer with no bound check.
 LISTING_LIMIT = 8192 - 512
@@ -62,8 +66,13 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     if not any(name in args for name in ("action", "version", "filename")):
         _device(request, Kind.VERSION_QUERY)
         return version_query(_state(request).index)
-    _device(request, Kind.DOWNLOAD)
-    record = record_of(request)
+    # A request without an Authorization header may carry a signed URL instead; one
+    # with the header is authenticated by it as always, whatever its parameters.
+    signed = "authorization" not in request.headers and signed_urls.is_signed(args)
+    record = begin(request, Kind.DOWNLOAD) if signed else None
+    if record is None:
+        _device(request, Kind.DOWNLOAD)
+        record = record_of(request)
     action = _single(args, "action")
     if action is None:
         raise BadRequest(f"missing action={DOWNLOAD_ACTION}")
@@ -72,6 +81,9 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
     record.version, record.file = version, filename  # plain names, safe to log
+    if signed:
+        state = _state(request)
+        record.key = authenticate_signed(request, state.keyring, state.limiter, version, filename).name
     await download(request, version, filename)
     return None
 
@@ -147,6 +159,46 @@ async def manifest_file(request: Request, version: str) -> HTTPResponse:
     release = _state(request).index.release(check_name(version, "version"))
     record_of(request).version = release.version
     return raw(release.document, content_type="application/json")
+
+
+@bp.get("/v1/admin/url", strict_slashes=True)
+async def sign_url(request: Request) -> HTTPResponse:
+    """Mint a signed download URL for a named key (admin keys only), for a product's backend.
+
+    ``key``, ``version`` and ``filename`` are required; ``expires`` is the lifetime in
+    seconds (default 7 days). The URL's base is the address this request reached
+    (scheme and Host). The audit line names the admin key, release and file; the
+    key the URL is for goes to the ``sanic_ota.auth`` log, and the URL only to the
+    admin who asked.
+    """
+    record = begin(request, Kind.SIGN_URL)
+    state = _state(request)
+    admin = authenticate_admin(request, state.keyring, state.limiter)
+    record.key = admin.name
+    args = request.get_args(keep_blank_values=True)
+    name = _single(args, "key")
+    if not name:
+        raise BadRequest("missing key (the name of the key the URL is for)")
+    version = check_name(_single(args, "version"), "version")
+    filename = check_name(_single(args, "filename"), "filename")
+    record.version, record.file = version, filename
+    lifetime_text = _single(args, "expires")
+    if lifetime_text is None:
+        lifetime = signed_urls.DEFAULT_LIFETIME
+    elif lifetime_text.isascii() and lifetime_text.isdigit() and 0 < int(lifetime_text) <= signed_urls.MAX_LIFETIME:
+        lifetime = int(lifetime_text)
+    else:
+        raise BadRequest(f"expires must be a number of seconds from 1 to {signed_urls.MAX_LIFETIME}")
+    found = [k for k in state.keyring.keys if k.name == name]
+    if len(found) != 1:
+        raise NotFound(f"no key named {name!r}" if not found else f"more than one key named {name!r}")
+    if filename not in state.index.release(version).manifest.files:
+        raise NotFound(f"release {version} has no file {filename}")
+    expires = int(time.time()) + lifetime
+    logger.info("admin %r signed a URL for key %r: %s/%s until %d", admin.name, name, version, filename, expires)
+    base = f"{request.scheme}://{request.host}"
+    return esp_json({"status": 200, "url": signed_urls.url(base, found[0], version, filename, expires),
+                     "key": name, "version": version, "filename": filename, "expires": expires})
 
 
 @bp.get("/metrics", strict_slashes=True)

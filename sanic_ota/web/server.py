@@ -20,7 +20,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 from sanic.exceptions import RequestCancelled
 
-from sanic_ota.logs import LogWriter
+from sanic_ota.logs import LogWriter, redact_signatures
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
     app.ctx.metrics = app_metrics = metrics.Metrics()
     app.ctx.log = log = LogWriter()
+    redact_signatures()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
     app.error_handler.add(Exception, handle_exception)
