@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint system-tools manifest verify example bench clean install-service
+.PHONY: install run test lint system-tools manifest verify example url bench clean install-service
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,14 @@ manifest: install
 verify: install
 	@test -n "$(VERSION)" || { echo "usage: make verify VERSION=v1"; exit 2; }
 	$(BIN)/python tools/verify_manifest.py $(VERSION) --files
+
+# A signed download URL for KEY's VERSION/FILE (AT+USEROTA); only the URL on stdout.
+# Optional: EXPIRES=seconds (default 7 days), BASE=http://host:port (default http://127.0.0.1:$(PORT)).
+url: install
+	@test -n "$(KEY)" -a -n "$(VERSION)" -a -n "$(FILE)" || \
+	  { echo "usage: make url KEY=NAME VERSION=v1 FILE=ota.bin [EXPIRES=seconds] [BASE=http://host:port]" >&2; exit 2; }
+	@$(BIN)/python tools/sign_url.py "$(KEY)" "$(VERSION)" "$(FILE)" --base "$(or $(BASE),http://127.0.0.1:$(PORT))" \
+	  $(if $(EXPIRES),--expires "$(EXPIRES)")
 
 # Regenerate the example release shipped in partitions/.
 example: install
