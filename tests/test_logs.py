@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from sanic_ota.logs import ROOT, LogWriter
+from sanic_ota.logs import ROOT, LogWriter, RedactSignatures, redact_signatures
 
 
 def test_every_line_is_written_in_order_by_stop() -> None:
@@ -48,3 +48,43 @@ def test_a_writer_starts_again_after_a_stop() -> None:
         writer.stop()
     writer.stop()
     assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+
+
+SIG = "ab" * 32
+
+
+def test_our_records_never_carry_a_signature() -> None:
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    writer.start()
+    logging.getLogger(f"{ROOT}.test").warning("asked for %s", f"/v1/device/rom/?key=k&sig={SIG}&expires=1")
+    writer.stop()
+    assert SIG not in stream.getvalue() and "key=k&sig=REDACTED&expires=1" in stream.getvalue()
+
+
+def test_sanics_loggers_blank_the_signature_in_message_and_access_fields() -> None:
+    redact_signatures()
+    redact_signatures()  # idempotent: one filter per logger
+    access = logging.getLogger("sanic.access")
+    assert sum(isinstance(f, RedactSignatures) for f in access.filters) == 1
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    level = access.level
+    access.setLevel(logging.INFO)
+    for name in ("sanic.access", "sanic.error"):
+        logging.getLogger(name).addHandler(keep)
+    try:
+        access.info("", extra={"request": f"GET http://h/v1/device/rom/?sig={SIG}"})
+        logging.getLogger("sanic.error").error("Exception occurred while handling uri: %r", f"http://h/?sig={SIG}")
+    finally:
+        access.setLevel(level)
+        for name in ("sanic.access", "sanic.error"):
+            logging.getLogger(name).removeHandler(keep)
+    assert [getattr(r, "request", r.getMessage()) for r in seen] == [
+        "GET http://h/v1/device/rom/?sig=REDACTED", "Exception occurred while handling uri: 'http://h/?sig=REDACTED'",
+    ]
