@@ -72,3 +72,17 @@ def test_the_checkout_script_reads_the_keys_file_setting(keys_file: Path) -> Non
     done = subprocess.run([sys.executable, str(TOOL), "device-1", VERSION, "ota.bin"],
                           capture_output=True, text=True, env=env, check=True)
     assert done.stdout.count("\n") == 1 and _query(done.stdout.strip())["key"] == "device-1"
+
+
+def test_make_url_prints_only_the_url(keys_file: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANIC_", "MAKE"))}
+    done = subprocess.run(  # -o: never reinstall the venv from a test
+        ["make", "-s", "-o", ".venv/.installed", "url", "KEY=device-1", f"VERSION={VERSION}", "FILE=ota.bin",
+         f"SANIC_OTA_KEYS_FILE={keys_file}", "EXPIRES=60", "PORT=9000"],
+        cwd=REPO, capture_output=True, text=True, env=env, check=True,
+    )
+    assert done.stdout.count("\n") == 1 and done.stdout.startswith("http://127.0.0.1:9000/v1/device/rom/?")
+    assert int(_query(done.stdout)["expires"]) <= int(time.time()) + 60
+    usage = subprocess.run(["make", "-s", "-o", ".venv/.installed", "url", "KEY=device-1"],
+                           cwd=REPO, capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and usage.stdout == "" and "usage: make url" in usage.stderr
