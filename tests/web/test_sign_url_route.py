@@ -54,21 +54,22 @@ def test_only_admin_keys_may_mint(app: Sanic, headers: dict[str, str], status: i
     assert response.json["status"] == status
 
 
-@pytest.mark.parametrize("query, status", [
-    ("version=v1.0.0&filename=ota.bin", 400),
-    ("key=device-1&version=v1.0.0", 400),
-    ("key=device-1&version=../x&filename=ota.bin", 400),
-    (f"key=device-1&version=v1.0.0&filename=ota.bin&expires={MAX_LIFETIME + 1}", 400),
-    ("key=device-1&version=v1.0.0&filename=ota.bin&expires=0", 400),
-    ("key=device-1&version=v1.0.0&filename=ota.bin&expires=-5", 400),
-    ("key=nobody&version=v1.0.0&filename=ota.bin", 404),
-    ("key=device-1&version=v9.9.9&filename=ota.bin", 404),
-    ("key=device-1&version=v1.0.0&filename=nope.bin", 404),
+@pytest.mark.parametrize("query, status, says", [
+    ("version=v1.0.0&filename=ota.bin", 400, "missing key"),
+    ("key=device-1&version=v1.0.0", 400, "missing filename"),
+    ("key=device-1&version=../x&filename=ota.bin", 400, "plain name"),
+    (f"key=device-1&version=v1.0.0&filename=ota.bin&expires={MAX_LIFETIME + 1}", 400, "expires must be"),
+    ("key=device-1&version=v1.0.0&filename=ota.bin&expires=0", 400, "expires must be"),
+    ("key=device-1&version=v1.0.0&filename=ota.bin&expires=-5", 400, "expires must be"),
+    ("key=nobody&version=v1.0.0&filename=ota.bin", 404, "no key named 'nobody'"),
+    ("key=device-1&version=v9.9.9&filename=ota.bin", 404, "v9.9.9"),
+    ("key=device-1&version=v1.0.0&filename=nope.bin", 404, "has no file nope.bin"),
 ])
-def test_bad_requests_get_the_json_error(app: Sanic, query: str, status: int) -> None:
+def test_bad_requests_get_the_json_error(app: Sanic, query: str, status: int, says: str) -> None:
     _, response = app.test_client.get(f"/v1/admin/url?{query}", headers=ADMIN)
     assert response.status == status, response.body
     assert response.json["status"] == status and "url" not in response.json
+    assert says in response.json["message"]
 
 
 def test_the_audit_line_names_the_admin_and_the_file_never_the_signature(
