@@ -291,3 +291,27 @@ def test_head_answers_the_get_headers_without_body(app: Sanic, url: str, headers
     assert {k: v for k, v in head.headers.items() if k not in ignored} == {
         k: v for k, v in got.headers.items() if k not in ignored
     }
+
+
+def test_ranges_of_a_file_larger_than_the_cache_come_from_the_verified_copy(workdir: Path) -> None:
+    """Spans of a verified copy on disk: the same bytes, headers with the first span bytes."""
+    from conftest import example, settings_for
+
+    image = example.build_app_image("v7.0.0", size=700_000)
+    (workdir / "partitions" / "v7.0.0").mkdir()
+    (workdir / "partitions" / "v7.0.0" / "ota.bin").write_bytes(image)
+    app = create_app(settings_for(workdir, cache_bytes=64 * 1024))
+    writes: list[bytes] = []
+
+    @app.signal("http.lifecycle.send")
+    async def record(data: bytes) -> None:
+        writes.append(bytes(data))
+
+    for start, stop in [(0, 65536), (300_001, 600_000), (650_000, len(image))]:
+        writes.clear()
+        response = get(app, download_url("v7.0.0"), {**AUTH, "Range": f"bytes={start}-{stop - 1}"})
+        assert response.status == 206 and response.body == image[start:stop]
+        assert response.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(image)}"
+        head, _, body_start = writes[0].partition(b"\r\n\r\n")
+        assert f"\r\nContent-Length: {stop - start}\r\n".encode() in head
+        assert body_start and image[start:].startswith(body_start)
