@@ -167,7 +167,7 @@ def resumed_download(host: str, port: int, path: str, headers: dict[str, str], o
     The device already holds the first ``offset`` bytes; a 206 continues them, any other
     2xx (or a 416) is taken as the image from byte 0.
     """
-    kept = _whole(host, port, path, headers)[:offset]
+    kept = _whole(host, port, path, headers)[:offset] if offset else b""
     client = Client(host, port, path, dict(headers))
     with client:
         answer = client.request("GET", f"bytes={offset}-")
