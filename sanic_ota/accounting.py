@@ -21,7 +21,10 @@ class Kind(StrEnum):
 
     VERSION_QUERY = "version_query"
     LISTING = "listing"
-    DOWNLOAD = "download"
+    DOWNLOAD = "download"  # a whole file, or the byte range that ends with its last byte
+    PARTIAL = "partial"  # a byte range that stops before the file's last byte: one window
+    NOT_MODIFIED = "not_modified"  # a 304: the client has the file (If-None-Match)
+    HEAD = "head"  # a HEAD on any route: headers only, never a download
     MANIFEST = "manifest"
     METRICS = "metrics"
     STATUS = "status"
@@ -96,6 +99,8 @@ class RequestRecord:
     key: str | None = None
     version: str | None = None
     file: str | None = None
+    #: The bytes a 206 answer sent, as ``first-last/length``.
+    range: str | None = None
     auth_failure: AuthFailure | None = None
     #: The body is being sent by its handler, which closes the record when it is done.
     streaming: bool = False

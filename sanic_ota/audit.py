@@ -19,7 +19,7 @@ def fields(record: RequestRecord) -> dict[str, object]:
     """The line's fields, in the order they are written (README, "Reading the audit log")."""
     return {
         "client": record.client, "kind": str(record.kind), "key": record.key, "version": record.version,
-        "file": record.file, "status": record.status, "bytes": record.sent,
+        "file": record.file, "range": record.range, "status": record.status, "bytes": record.sent,
         "outcome": None if record.outcome is None else str(record.outcome),
         "time": record.time, "duration_ms": record.duration_ms,
     }

@@ -108,3 +108,12 @@ class Unavailable(OtaError):
     """The server knows the request but cannot answer it safely right now."""
 
     status = 503
+
+
+class RangeNotSatisfiable(OtaError):
+    """A ``Range`` whose first byte is at or past the end of the file (RFC 9110 15.5.17).
+
+    Its answer carries ``Content-Range: bytes */<length>`` (set where it is raised).
+    """
+
+    status = 416

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import socket
@@ -196,3 +197,23 @@ def test_repeated_failures_are_slowed_but_valid_tokens_pass(server: ServerProces
     assert status == 429 and int(headers["Retry-After"]) >= 1
     assert json.loads(body)["status"] == 429
     assert version_query(server.host, server.port, TOKEN) == VERSION  # same address, valid token
+
+
+def test_the_module_download_head_only_gains_etag_and_accept_ranges(server: ServerProcess, workdir: Path) -> None:
+    data = (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={VERSION}&filename=ota.bin HTTP/1.1\r\n"
+                     f"Host: {server.host}:{server.port}\r\nAuthorization: token {TOKEN}\r\n"
+                     "Accept-Encoding: gzip,deflate,sdch\r\n\r\n".encode())
+        first = sock.recv(1024)
+    head, _, body = first.partition(b"\r\n\r\n")
+    assert len(head) < 512 and body and data.startswith(body)
+    lines = head.decode().split("\r\n")
+    assert lines == [
+        "HTTP/1.1 200 OK",
+        f"Content-Length: {len(data)}",
+        f'ETag: "{hashlib.sha256(data).hexdigest()}"',
+        "Accept-Ranges: bytes",
+        "connection: keep-alive",
+        "content-type: application/octet-stream",
+    ]

@@ -39,9 +39,9 @@ def record_of(request: Request) -> RequestRecord:
 
 
 def begin(request: Request, kind: Kind) -> RequestRecord:
-    """A handler takes the request up and names what it is."""
+    """A handler takes the request up and names what it is; a HEAD is always ``Kind.HEAD``."""
     record = record_of(request)
-    record.kind, record.handled = kind, True
+    record.kind, record.handled = Kind.HEAD if request.method == "HEAD" else kind, True
     return record
 
 
@@ -80,8 +80,9 @@ class Accountant:
             self.close(record, response.status, body, body)
 
     @contextmanager
-    def sending(self, record: RequestRecord, length: int) -> Iterator[None]:
-        """Around sending a download's ``length`` bytes: in flight, then closed as it ended.
+    def sending(self, record: RequestRecord, length: int, status: int = DOWNLOAD_STATUS) -> Iterator[None]:
+        """Around sending a download's ``length`` bytes with ``status`` (200, or 206 for a
+        range): in flight, then closed as it ended.
 
         Sanic cancels the handler when the connection is lost; any other exception
         while the body is sent is the server's own failure. Until ``send_image`` marks
@@ -97,4 +98,4 @@ class Accountant:
         finally:
             self.metrics.in_flight.dec()
             if record.streaming:
-                self.close(record, DOWNLOAD_STATUS, record.sent, length)
+                self.close(record, status, record.sent, length)

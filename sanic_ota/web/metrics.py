@@ -99,10 +99,11 @@ class Metrics:
         self.requests.labels(record.kind, str(record.status)).inc()
         if record.auth_failure is not None:
             self.auth_failures.labels(record.auth_failure).inc()
-        if record.kind == Kind.DOWNLOAD:
+        if record.kind in (Kind.DOWNLOAD, Kind.PARTIAL):
             version, file = download_labels(self.index, record.version, record.file)
-            self.downloads.labels(version, file, record.outcome).inc()
-            if record.status == 200 and record.sent:  # image bytes; an error's JSON body is not
+            if record.kind == Kind.DOWNLOAD:  # a window is bytes, not a download
+                self.downloads.labels(version, file, record.outcome).inc()
+            if record.status in (200, 206) and record.sent:  # image bytes; an error's JSON body is not
                 self.bytes.labels(version, file).inc(record.sent)
 
     def manifest_event(self, result: str, version: str) -> None:

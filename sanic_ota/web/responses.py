@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from sanic.http import Http
 from sanic.response import json as json_response
 
 from sanic_ota.accounting import CLIENT_CLOSED, RequestRecord
-from sanic_ota.errors import OtaError
+from sanic_ota.errors import OtaError, RangeNotSatisfiable
 from sanic_ota.filecache import Image
 from sanic_ota.web.accountant import client_gone
 
@@ -128,6 +129,74 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
     return error_response(500, "internal server error")
 
 
+#: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.
+_RANGE = re.compile(r"(\d*)-(\d*)", re.ASCII)
+
+
+def byte_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """The (start, stop) of the bytes a ``Range`` header asks for, or None for the whole file.
+
+    RFC 9110 14.2 lets a server ignore a ``Range`` it does not use, so a header that is
+    not one well-formed byte range (another unit, ``bytes=abc``, ``bytes=99-0``) is
+    ignored and the whole file is sent with 200; so are several ranges, which no OTA
+    client asks for (a multipart answer would only add a format for them to parse).
+    A last byte past the end is clamped to the end (``bytes=N-L`` with L the length:
+    esp_https_ota asks for it). A range that is well-formed but starts at or past the
+    end, or an empty suffix, raises ``RangeNotSatisfiable`` (416).
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = _RANGE.fullmatch(spec.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or length == 0:
+            raise _not_satisfiable(length)
+        return max(0, length - suffix), length
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None
+    if start >= length:
+        raise _not_satisfiable(length)
+    return start, length if last == "" else min(int(last) + 1, length)
+
+
+def _not_satisfiable(length: int) -> RangeNotSatisfiable:
+    error = RangeNotSatisfiable(f"range not satisfiable: the file has {length} bytes")
+    error.headers["Content-Range"] = f"bytes */{length}"
+    return error
+
+
+def entity_tag(sha256: str) -> str:
+    """The strong ``ETag`` of a file: its SHA-256 from the signed manifest, quoted."""
+    return f'"{sha256}"'
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """True if ``If-None-Match`` names ``etag`` (or is ``*``): the client has these bytes.
+
+    The comparison is weak (RFC 9110 13.1.2): ``W/"x"`` matches ``"x"``.
+    """
+    if header is None:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
+
+
+def range_applies(if_range: str | None, etag: str) -> bool:
+    """``If-Range`` lets the ``Range`` count only if it is our strong ETag exactly (13.1.5).
+
+    A date or any other tag means the client's bytes may be of another file: it gets
+    the whole file with 200.
+    """
+    return if_range is None or if_range.strip() == etag
+
+
 def body_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
     """The (start, stop) of each write: a small first, ``chunk_size`` middles, a small last."""
     if not length:
@@ -141,8 +210,14 @@ def body_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
     return spans
 
 
-async def send_image(request: Request, image: Image, record: RequestRecord) -> None:
-    """Stream ``image`` with exact-case ``Content-Length: `` and bounded memory.
+async def send_image(
+    request: Request,
+    image: Image,
+    record: RequestRecord,
+    span: tuple[int, int] | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Stream ``image`` (or its bytes ``span``, with 206) with exact-case ``Content-Length: ``.
 
     Sanic writes the header block and the first ``send`` in one transport write,
     which gives the module headers plus magic bytes in its first 1024-byte read.
@@ -151,24 +226,33 @@ async def send_image(request: Request, image: Image, record: RequestRecord) -> N
     thread, so the loop never waits on the disk. The first read happens before
     the headers are sent: if it fails, the module gets a JSON error, not half an image.
     From then on the record is streaming (its handler closes it) and ``record.sent``
-    counts what was handed to the transport.
+    counts what was handed to the transport. A span is a slice of the same verified
+    bytes. A HEAD gets the same header block, with the GET's length, and no body.
     """
+    total = len(image) if isinstance(image, bytes) else image.length
+    start, stop = span or (0, total)
+    head = request.method == "HEAD"
     if isinstance(image, bytes):
         view = memoryview(image)
-        length, spans = len(view), body_spans(len(view), CHUNK_SIZE)
+        spans = body_spans(stop - start, CHUNK_SIZE)
 
         async def read(start: int, stop: int) -> bytes | memoryview:
             return view[start:stop]
     else:
-        length, spans = image.length, body_spans(image.length, COPY_READ_SIZE)
+        spans = body_spans(stop - start, COPY_READ_SIZE)
 
         async def read(start: int, stop: int) -> bytes | memoryview:
             return await asyncio.to_thread(image.read, start, stop)
 
+    spans = [] if head else [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
+    wire = {"Content-Length": str(stop - start), **(headers or {})}
+    if span is not None:
+        wire["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
     record.streaming = True
     response = await request.respond(
-        headers={"Content-Length": str(length)},
+        status=206 if span is not None else 200,
+        headers=wire,
         content_type="application/octet-stream",
     )
     if not spans:

@@ -26,7 +26,7 @@ from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
-from sanic_ota.web.responses import esp_json, send_image
+from sanic_ota.web.responses import byte_range, entity_tag, esp_json, none_match, range_applies, send_image
 
 bp = Blueprint("ota")
 logger = logging.getLogger("sanic_ota.auth")
@@ -35,6 +35,10 @@ logger = logging.getLogger("sanic_ota.auth")
 LISTING_LIMIT = 8192 - 512
 
 DOWNLOAD_ACTION = "download_rom"
+
+#: Every route answers HEAD like its GET, without the body (esp_https_ota asks HEAD
+#: first for the image length). Sanic sends a complete answer's real length on HEAD.
+GET_AND_HEAD = ["GET", "HEAD"]
 
 
 def _state(request: Request) -> State:
@@ -59,7 +63,7 @@ def _single(args: RequestParameters, name: str) -> str | None:
     return values[0]
 
 
-@bp.get("/v1/device/rom/", strict_slashes=True)
+@bp.route("/v1/device/rom/", methods=GET_AND_HEAD, strict_slashes=True)
 async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
     args = request.get_args(keep_blank_values=True)
@@ -84,25 +88,46 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     if signed:
         state = _state(request)
         record.key = authenticate_signed(request, state.keyring, state.limiter, version, filename).name
-    await download(request, version, filename)
-    return None
+    return await download(request, version, filename)
 
 
-async def download(request: Request, version: str, filename: str) -> None:
+async def download(request: Request, version: str, filename: str) -> HTTPResponse | None:
+    """Send a file of a release, whole or one byte range, from its verified bytes.
+
+    ``ETag`` (the manifest's SHA-256) and ``Accept-Ranges`` go on every download;
+    ``If-None-Match`` with that tag answers 304, ``Range`` answers 206 (see
+    ``responses.byte_range``) unless ``If-Range`` names another file. AT+CIUPDATE
+    sends none of these headers and gets the 200 it always got.
+    """
     state, record = _state(request), record_of(request)
     release = state.index.release(version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
+    etag = entity_tag(entry.sha256)
+    headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+    if none_match(request.headers.get("if-none-match"), etag):
+        record.kind = Kind.HEAD if request.method == "HEAD" else Kind.NOT_MODIFIED
+        return HTTPResponse(status=304, headers={"ETag": etag})
+    span = None
+    if range_applies(request.headers.get("if-range"), etag):
+        span = byte_range(request.headers.get("range"), entry.length)
+    if span is not None:
+        record.range = f"{span[0]}-{span[1] - 1}/{entry.length}"
+        if span[1] < entry.length and record.kind == Kind.DOWNLOAD:
+            record.kind = Kind.PARTIAL  # a window; the one that sends the last byte is the download
     image = await state.files.image(version, filename, entry)
     accountant: Accountant = request.app.ctx.accountant
-    length = image.length if isinstance(image, VerifiedCopy) else len(image)
+    status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
+    if request.method == "HEAD":
+        length = 0
     try:
-        with accountant.sending(record, length):  # the record is closed once the body is sent
-            await send_image(request, image, record)
+        with accountant.sending(record, length, status):  # the record is closed once the body is sent
+            await send_image(request, image, record, span, headers)
     finally:
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
+    return None
 
 
 def version_query(index: Index) -> HTTPResponse:
@@ -111,7 +136,7 @@ def version_query(index: Index) -> HTTPResponse:
     return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
 
 
-@bp.get("/v1/device/rom", strict_slashes=True)
+@bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
     _device(request, Kind.LISTING)
     return esp_json(listing_body(_state(request).index))
@@ -141,7 +166,7 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
     return body
 
 
-@bp.get("/v1/manifest/", strict_slashes=True)
+@bp.route("/v1/manifest/", methods=GET_AND_HEAD, strict_slashes=True)
 async def manifest_index(request: Request) -> HTTPResponse:
     _device(request, Kind.MANIFEST)
     state = _state(request)
@@ -153,7 +178,7 @@ async def manifest_index(request: Request) -> HTTPResponse:
     return esp_json({"keyid": state.verifier.keyid, "public_key": state.verifier.pem, "versions": versions})
 
 
-@bp.get("/v1/manifest/<version:str>", strict_slashes=True)
+@bp.route("/v1/manifest/<version:str>", methods=GET_AND_HEAD, strict_slashes=True)
 async def manifest_file(request: Request, version: str) -> HTTPResponse:
     _device(request, Kind.MANIFEST)
     release = _state(request).index.release(check_name(version, "version"))
@@ -161,7 +186,7 @@ async def manifest_file(request: Request, version: str) -> HTTPResponse:
     return raw(release.document, content_type="application/json")
 
 
-@bp.get("/v1/admin/url", strict_slashes=True)
+@bp.route("/v1/admin/url", methods=GET_AND_HEAD, strict_slashes=True)
 async def sign_url(request: Request) -> HTTPResponse:
     """Mint a signed download URL for a named key (admin keys only), for a product's backend.
 
@@ -201,7 +226,7 @@ async def sign_url(request: Request) -> HTTPResponse:
                      "key": name, "version": version, "filename": filename, "expires": expires})
 
 
-@bp.get("/metrics", strict_slashes=True)
+@bp.route("/metrics", methods=GET_AND_HEAD, strict_slashes=True)
 async def prometheus(request: Request) -> HTTPResponse:
     record = begin(request, Kind.METRICS)
     state = _state(request)

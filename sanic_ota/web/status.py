@@ -47,7 +47,7 @@ svg rect.bar{fill:#3b6fb6}svg line{stroke:#999}
 """
 
 
-@bp.get("/status", strict_slashes=True)
+@bp.route("/status", methods=["GET", "HEAD"], strict_slashes=True)
 async def status_page(request: Request) -> HTTPResponse:
     record = begin(request, Kind.STATUS)
     state = request.app.ctx.state

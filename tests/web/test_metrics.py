@@ -36,9 +36,9 @@ def _index(settings: Settings) -> Index:
 
 
 def _download(metrics: Metrics, version: str | None, file: str | None, status: int, sent: int,
-              length: int | None = None) -> None:
+              length: int | None = None, kind: Kind = Kind.DOWNLOAD) -> None:
     """A download record closed with ``sent`` of ``length`` bytes; less: the client left."""
-    record = RequestRecord(client="x", kind=Kind.DOWNLOAD, handled=True, version=version, file=file)
+    record = RequestRecord(client="x", kind=kind, handled=True, version=version, file=file)
     record.client_gone = length is not None and sent < length
     record.close(status, sent, sent if length is None else length)
     metrics.observe(record)
@@ -69,6 +69,21 @@ def test_bytes_served_counts_image_bytes_not_error_bodies(settings: Settings) ->
     assert _bytes_total(metrics) == 1000
     assert metrics.bytes.labels(VERSION, "ota.bin")._value.get() == 1000
     assert _value(metrics, VERSION, "ota.bin", "aborted") == 1
+
+
+def test_a_file_in_windows_is_one_download_and_all_its_bytes(settings: Settings) -> None:
+    metrics = Metrics()
+    metrics.releases(_index(settings))
+    _download(metrics, VERSION, "ota.bin", 200, 0, kind=Kind.HEAD)
+    _download(metrics, VERSION, "ota.bin", 206, 4096, kind=Kind.PARTIAL)
+    _download(metrics, VERSION, "ota.bin", 206, 4096, kind=Kind.PARTIAL)
+    _download(metrics, VERSION, "ota.bin", 206, 100)  # the window with the last byte
+    _download(metrics, VERSION, "ota.bin", 304, 0, kind=Kind.NOT_MODIFIED)
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 1
+    assert metrics.bytes.labels(VERSION, "ota.bin")._value.get() == 4096 * 2 + 100
+    kinds = {s.labels["kind"]: s.value for m in metrics.requests.collect() for s in m.samples
+             if s.name.endswith("_total")}
+    assert kinds == {"head": 1, "partial": 2, "download": 1, "not_modified": 1}
 
 
 def test_made_up_names_leave_metrics_small(workdir: Path) -> None:

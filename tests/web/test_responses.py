@@ -15,6 +15,7 @@ from sanic_ota.web.responses import (
     FIRST_CHUNK_SIZE,
     LAST_CHUNK_SIZE,
     body_spans,
+    byte_range,
     esp_json,
     for_the_module,
     handle_exception,
@@ -80,3 +81,35 @@ def test_body_spans_cover_the_image_once_small_first_and_last(length: int) -> No
     assert [b for _, b in spans[:-1]] == [a for a, _ in spans[1:]]  # contiguous, in order
     assert all(0 < b - a <= 256 * 1024 for a, b in spans)
     assert spans[0][1] <= FIRST_CHUNK_SIZE and spans[-1][1] - spans[-1][0] <= LAST_CHUNK_SIZE
+
+
+@pytest.mark.parametrize(("header", "length", "span"), [
+    (None, 10, None),
+    ("bytes=0-0", 10, (0, 1)),
+    ("bytes=2-5", 10, (2, 6)),
+    ("bytes=2-", 10, (2, 10)),
+    ("bytes=9-9", 10, (9, 10)),
+    ("bytes=4-10", 10, (4, 10)),  # esp_https_ota's last window, one byte past the end: clamped
+    ("bytes=-3", 10, (7, 10)),
+    ("bytes=-30", 10, (0, 10)),
+    ("BYTES = 1-2", 10, (1, 3)),
+    ("bytes=abc", 10, None),
+    ("bytes=5-4", 10, None),
+    ("bytes=-", 10, None),
+    ("bytes=+1-2", 10, None),
+    ("bytes=١-2", 10, None),  # not ASCII digits
+    ("items=0-1", 10, None),
+    ("bytes=0-1,3-4", 10, None),  # several ranges: the whole file
+    ("bytes", 10, None),
+])
+def test_byte_range(header: str | None, length: int, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, length) == span
+
+
+@pytest.mark.parametrize(("header", "length"), [
+    ("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0),
+])
+def test_byte_range_past_the_end_is_not_satisfiable(header: str, length: int) -> None:
+    with pytest.raises(errors.RangeNotSatisfiable) as raised:
+        byte_range(header, length)
+    assert raised.value.headers == {"Content-Range": f"bytes */{length}"}

@@ -203,3 +203,115 @@ def test_a_file_larger_than_the_cache_goes_out_like_any_other(workdir: Path) -> 
         head, sep, body_start = writes[0].partition(b"\r\n\r\n")
         assert b"\r\nContent-Length: " in head and body_start[:1] == b"\xe9"
         assert len(writes[-1]) <= LAST_CHUNK_SIZE
+
+
+def ota_bytes(workdir: Path) -> bytes:
+    return (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
+
+
+def etag_of(data: bytes) -> str:
+    return f'"{hashlib.sha256(data).hexdigest()}"'
+
+
+@pytest.mark.parametrize(("range_header", "first", "last"), [
+    ("bytes=0-9", 0, 9),
+    ("bytes=5-", 5, None),
+    ("bytes=-7", None, None),
+    ("bytes=10-99999999", 10, None),  # clamped to the end
+])
+def test_a_byte_range_is_206_with_content_range_from_the_same_bytes(
+    app: Sanic, workdir: Path, range_header: str, first: int | None, last: int | None
+) -> None:
+    data = ota_bytes(workdir)
+    total = len(data)
+    start = total - 7 if first is None else first
+    stop = total if last is None else last + 1
+    response = get(app, download_url(), {**AUTH, "Range": range_header})
+    assert response.status == 206
+    assert response.body == data[start:stop]
+    assert response.headers["content-range"] == f"bytes {start}-{stop - 1}/{total}"
+    assert response.headers["content-length"] == str(stop - start)
+    assert response.headers["etag"] == etag_of(data)
+    assert response.headers["accept-ranges"] == "bytes"
+
+
+def test_a_range_past_the_end_is_416_with_the_length(app: Sanic, workdir: Path) -> None:
+    total = len(ota_bytes(workdir))
+    response = get(app, download_url(), {**AUTH, "Range": f"bytes={total}-"})
+    assert response.status == 416
+    assert response.headers["content-range"] == f"bytes */{total}"
+    assert json.loads(response.body)["status"] == 416
+    assert response.headers["content-length"] == str(len(response.body))
+
+
+@pytest.mark.parametrize("range_header", ["bytes=abc", "bytes=99-0", "items=0-1", "bytes=0-1,4-5", "bytes=-", ""])
+def test_a_range_that_is_not_one_byte_range_is_ignored(app: Sanic, workdir: Path, range_header: str) -> None:
+    response = get(app, download_url(), {**AUTH, "Range": range_header})
+    assert response.status == 200
+    assert response.body == ota_bytes(workdir)
+    assert "content-range" not in response.headers
+
+
+def test_if_range_honours_the_range_only_for_the_current_etag(app: Sanic, workdir: Path) -> None:
+    data = ota_bytes(workdir)
+    same = get(app, download_url(), {**AUTH, "Range": "bytes=0-3", "If-Range": etag_of(data)})
+    assert (same.status, same.body) == (206, data[:4])
+    for other in (etag_of(b"another file"), f"W/{etag_of(data)}", "Mon, 30 Nov 2026 06:00:00 GMT"):
+        mismatch = get(app, download_url(), {**AUTH, "Range": "bytes=0-3", "If-Range": other})
+        assert (mismatch.status, mismatch.body) == (200, data)
+
+
+def test_if_none_match_with_the_etag_is_304_without_body(app: Sanic, workdir: Path) -> None:
+    data = ota_bytes(workdir)
+    for tag in (etag_of(data), f'"x", W/{etag_of(data)}', "*"):
+        response = get(app, download_url(), {**AUTH, "If-None-Match": tag})
+        assert response.status == 304
+        assert response.body == b""
+        assert response.headers["etag"] == etag_of(data)
+    other = get(app, download_url(), {**AUTH, "If-None-Match": etag_of(b"old image")})
+    assert (other.status, other.body) == (200, data)
+
+
+@pytest.mark.parametrize(("url", "headers"), [
+    (download_url(), {}),
+    (download_url(), {"Range": "bytes=3-10"}),
+    (download_url(filename="nothing.bin"), {}),
+    ("/v1/device/rom/?is_format_simple=true", {}),
+    ("/v1/device/rom", {}),
+    ("/v1/manifest/", {}),
+    (f"/v1/manifest/{VERSION}", {}),
+])
+def test_head_answers_the_get_headers_without_body(app: Sanic, url: str, headers: dict[str, str]) -> None:
+    got = get(app, url, {**AUTH, **headers})
+    _, head = app.test_client.head(url, headers={**AUTH, **headers})
+    assert head.status == got.status
+    assert head.body == b""
+    assert head.headers["content-length"] == str(len(got.body))
+    ignored = {"content-length", "date"}
+    assert {k: v for k, v in head.headers.items() if k not in ignored} == {
+        k: v for k, v in got.headers.items() if k not in ignored
+    }
+
+
+def test_ranges_of_a_file_larger_than_the_cache_come_from_the_verified_copy(workdir: Path) -> None:
+    """Spans of a verified copy on disk: the same bytes, headers with the first span bytes."""
+    from conftest import example, settings_for
+
+    image = example.build_app_image("v7.0.0", size=700_000)
+    (workdir / "partitions" / "v7.0.0").mkdir()
+    (workdir / "partitions" / "v7.0.0" / "ota.bin").write_bytes(image)
+    app = create_app(settings_for(workdir, cache_bytes=64 * 1024))
+    writes: list[bytes] = []
+
+    @app.signal("http.lifecycle.send")
+    async def record(data: bytes) -> None:
+        writes.append(bytes(data))
+
+    for start, stop in [(0, 65536), (300_001, 600_000), (650_000, len(image))]:
+        writes.clear()
+        response = get(app, download_url("v7.0.0"), {**AUTH, "Range": f"bytes={start}-{stop - 1}"})
+        assert response.status == 206 and response.body == image[start:stop]
+        assert response.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(image)}"
+        head, _, body_start = writes[0].partition(b"\r\n\r\n")
+        assert f"\r\nContent-Length: {stop - start}\r\n".encode() in head
+        assert body_start and image[start:].startswith(body_start)

@@ -171,3 +171,19 @@ def wait_for_counts(proc: ServerProcess, expected: dict[str, int]) -> None:
             return
         assert time.monotonic() < deadline, page
         time.sleep(0.2)
+
+
+def test_head_304_and_windows_are_not_downloads_on_the_status_page(admin_workdir: Path, settings: Settings) -> None:
+    app: Sanic = create_app(settings)
+    url = f"/v1/device/rom/?action=download_rom&version={VERSION}&filename=ota.bin"
+    auth = {"Authorization": f"token {TOKEN}"}
+    _, head = app.test_client.head(url, headers=auth)
+    etag = head.headers["etag"]
+    length = int(head.headers["content-length"])
+    assert app.test_client.get(url, headers={**auth, "If-None-Match": etag})[1].status == 304
+    assert app.test_client.get(url, headers={**auth, "Range": "bytes=0-99"})[1].status == 206
+    assert app.test_client.get(url, headers={**auth, "Range": f"bytes=100-{length}"})[1].status == 206
+    _, status_head = app.test_client.head("/status", headers=basic())
+    assert status_head.status == 200 and status_head.body == b"" and status_head.content_type.startswith("text/html")
+    _, response = app.test_client.get("/status", headers=basic())
+    assert f"<td class=n id='d-{VERSION}'>1</td>" in response.text  # one download: the window with the last byte
