@@ -79,6 +79,6 @@ def test_the_audit_line_names_the_admin_and_the_file_never_the_signature(
     sig = parse_qs(urlsplit(response.json["url"]).query)["sig"][0]
     app.ctx.log.stop()  # drain the writer thread
     err = capsys.readouterr().err
-    assert f"kind=sign_url key=ops version={VERSION} file=ota.bin status=200" in err
+    assert f"kind=sign_url key=ops version={VERSION} file=ota.bin range=- status=200" in err
     assert "admin 'ops' signed a URL for key 'device-1'" in err
     assert sig not in err
