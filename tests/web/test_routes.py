@@ -179,11 +179,9 @@ def test_manifest_endpoints(app: Sanic, workdir: Path) -> None:
     assert get(app, "/v1/manifest/", headers={}).status == 401
 
 
-def test_a_file_larger_than_the_cache_goes_out_like_any_other(workdir: Path) -> None:
-    """From a verified copy: exact bytes, headers with the first bytes, a small last write."""
+def _large_file_app(workdir: Path) -> tuple[Sanic, bytes, list[bytes]]:
+    """An app whose 64 KiB cache cannot hold v7.0.0's 700 kB ota.bin, recording each transport write."""
     from conftest import example, settings_for
-
-    from sanic_ota.web.responses import LAST_CHUNK_SIZE
 
     image = example.build_app_image("v7.0.0", size=700_000)
     (workdir / "partitions" / "v7.0.0").mkdir()
@@ -194,6 +192,16 @@ def test_a_file_larger_than_the_cache_goes_out_like_any_other(workdir: Path) -> 
     @app.signal("http.lifecycle.send")
     async def record(data: bytes) -> None:
         writes.append(bytes(data))
+
+    return app, image, writes
+
+
+def test_a_file_larger_than_the_cache_goes_out_like_any_other(workdir: Path) -> None:
+    """From a verified copy: exact bytes, headers with the first bytes, a small last write."""
+
+    from sanic_ota.web.responses import LAST_CHUNK_SIZE
+
+    app, image, writes = _large_file_app(workdir)
 
     for _ in range(2):  # the first loads and copies, the second is served from the copy
         writes.clear()
@@ -295,17 +303,8 @@ def test_head_answers_the_get_headers_without_body(app: Sanic, url: str, headers
 
 def test_ranges_of_a_file_larger_than_the_cache_come_from_the_verified_copy(workdir: Path) -> None:
     """Spans of a verified copy on disk: the same bytes, headers with the first span bytes."""
-    from conftest import example, settings_for
 
-    image = example.build_app_image("v7.0.0", size=700_000)
-    (workdir / "partitions" / "v7.0.0").mkdir()
-    (workdir / "partitions" / "v7.0.0" / "ota.bin").write_bytes(image)
-    app = create_app(settings_for(workdir, cache_bytes=64 * 1024))
-    writes: list[bytes] = []
-
-    @app.signal("http.lifecycle.send")
-    async def record(data: bytes) -> None:
-        writes.append(bytes(data))
+    app, image, writes = _large_file_app(workdir)
 
     for start, stop in [(0, 65536), (300_001, 600_000), (650_000, len(image))]:
         writes.clear()
