@@ -130,7 +130,9 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.
-_RANGE = re.compile(r"(\d*)-(\d*)", re.ASCII)
+#: At most 19 digits each (any file length fits): a longer number is not a range we
+#: use, and int() of thousands of digits would raise.
+_RANGE = re.compile(r"(\d{0,19})-(\d{0,19})", re.ASCII)
 
 
 def byte_range(header: str | None, length: int) -> tuple[int, int] | None:
@@ -210,6 +212,25 @@ def body_spans(length: int, chunk_size: int) -> list[tuple[int, int]]:
     return spans
 
 
+def image_headers(total: int, span: tuple[int, int] | None, extra: dict[str, str] | None) -> dict[str, str]:
+    """The header block of a download, whole or one span: the same for its GET and its HEAD."""
+    start, stop = span or (0, total)
+    wire = {"Content-Length": str(stop - start), **(extra or {})}
+    if span is not None:
+        wire["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    return wire
+
+
+def image_head(total: int, span: tuple[int, int] | None, extra: dict[str, str] | None) -> HTTPResponse:
+    """A download's HEAD: the GET's status and headers, its ``Content-Length`` included, no body.
+
+    A complete response, not a stream: Sanic keeps an explicit length on a HEAD, and
+    its streaming path for HEAD would fail on the closing write.
+    """
+    return HTTPResponse(status=206 if span is not None else 200, headers=image_headers(total, span, extra),
+                        content_type="application/octet-stream")
+
+
 async def send_image(
     request: Request,
     image: Image,
@@ -227,11 +248,10 @@ async def send_image(
     the headers are sent: if it fails, the module gets a JSON error, not half an image.
     From then on the record is streaming (its handler closes it) and ``record.sent``
     counts what was handed to the transport. A span is a slice of the same verified
-    bytes. A HEAD gets the same header block, with the GET's length, and no body.
+    bytes. (A HEAD does not come here: see ``image_head``.)
     """
     total = len(image) if isinstance(image, bytes) else image.length
     start, stop = span or (0, total)
-    head = request.method == "HEAD"
     if isinstance(image, bytes):
         view = memoryview(image)
         spans = body_spans(stop - start, CHUNK_SIZE)
@@ -244,15 +264,12 @@ async def send_image(
         async def read(start: int, stop: int) -> bytes | memoryview:
             return await asyncio.to_thread(image.read, start, stop)
 
-    spans = [] if head else [(start + a, start + b) for a, b in spans]
+    spans = [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
-    wire = {"Content-Length": str(stop - start), **(headers or {})}
-    if span is not None:
-        wire["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
     record.streaming = True
     response = await request.respond(
         status=206 if span is not None else 200,
-        headers=wire,
+        headers=image_headers(total, span, headers),
         content_type="application/octet-stream",
     )
     if not spans:

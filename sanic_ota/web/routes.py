@@ -26,7 +26,15 @@ from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
-from sanic_ota.web.responses import byte_range, entity_tag, esp_json, none_match, range_applies, send_image
+from sanic_ota.web.responses import (
+    byte_range,
+    entity_tag,
+    esp_json,
+    image_head,
+    none_match,
+    range_applies,
+    send_image,
+)
 
 bp = Blueprint("ota")
 logger = logging.getLogger("sanic_ota.auth")
@@ -116,11 +124,13 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
         record.range = f"{span[0]}-{span[1] - 1}/{entry.length}"
         if span[1] < entry.length and record.kind == Kind.DOWNLOAD:
             record.kind = Kind.PARTIAL  # a window; the one that sends the last byte is the download
-    image = await state.files.image(version, filename, entry)
+    image = await state.files.image(version, filename, entry)  # a HEAD too: its status is the GET's
+    if request.method == "HEAD":
+        if isinstance(image, VerifiedCopy):
+            image.close()
+        return image_head(entry.length, span, headers)
     accountant: Accountant = request.app.ctx.accountant
     status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
-    if request.method == "HEAD":
-        length = 0
     try:
         with accountant.sending(record, length, status):  # the record is closed once the body is sent
             await send_image(request, image, record, span, headers)
