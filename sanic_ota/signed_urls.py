@@ -40,7 +40,8 @@ DOMAIN = b"sanic-ota signed download URL v1\x00"
 
 _HEX_SIG = re.compile(r"[0-9a-f]{64}")
 #: ``sig=`` and its value as it may appear in a logged URL or query string.
-_SIG_IN_TEXT = re.compile(r"(?i)(\bsig=)[^&\s\"'#<>]+")
+#: ``sig=`` with the name spelled plainly or percent-encoded (``si%67=`` is the same parameter).
+_SIG_IN_TEXT = re.compile(r"(?i)((?<!\w)(?:s|%[57]3)(?:i|%[46]9)(?:g|%[46]7)=)[^&\s\"'#<>]+")
 REDACTED = "REDACTED"
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_EXPIRES_DIGITS}}}")
 
@@ -114,7 +115,7 @@ def _key_named(keys: Iterable[Key], name: str) -> Key:
     found = [k for k in keys if hmac.compare_digest(k.name.encode("utf-8", "surrogateescape"),
                                                     name.encode("utf-8", "surrogateescape"))]
     if len(found) != 1:  # none: removed; several: the keys file is ambiguous, refuse both
-        raise UnknownSigningKey(f"signed URL for unknown key {name!r}")
+        raise UnknownSigningKey("signed URL for an unknown key")  # the name may be a mistyped token
     return found[0]
 
 

@@ -85,7 +85,7 @@ def test_replaced_token_or_removed_key_invalidates_at_once() -> None:
     p = params()
     with pytest.raises(BadSignature):
         verify(p, keys=[Key("device-1", OTHER_TOKEN)])
-    with pytest.raises(UnknownSigningKey, match="device-1"):
+    with pytest.raises(UnknownSigningKey, match="unknown key"):
         verify(p, keys=[Key("device-2", OTHER_TOKEN)])
 
 
@@ -145,3 +145,18 @@ def test_redact_blanks_every_signature_in_a_line() -> None:
     line = f"GET http://h/v1/device/rom/?action=download_rom&key=k&sig={sig}&expires=1 200 ['?SIG={sig}']"
     clean = signed_urls.redact(line)
     assert sig not in clean and clean.count("REDACTED") == 2 and "key=k&" in clean and "expires=1" in clean
+
+
+def test_redact_blanks_a_percent_encoded_parameter_name_too() -> None:
+    """``si%67=`` and ``%73ig=`` are the same parameter to the server: the log must not show them."""
+    sig = params()["sig"]
+    line = f"GET /v1/device/rom/?key=k&si%67={sig}&x=1 | /?%73ig={sig} | /?%53%49%47={sig}&design=1"
+    clean = signed_urls.redact(line)
+    assert sig not in clean and clean.count("REDACTED") == 3 and "design=1" in clean
+
+
+def test_an_unknown_key_is_not_repeated_in_the_error() -> None:
+    """A device that put its token in ``key=`` by mistake must not find it in the log."""
+    with pytest.raises(signed_urls.UnknownSigningKey) as refused:
+        signed_urls.check([], "0123456789abcdef0123456789abcdef01234567", VERSION, "ota.bin", "1", "0" * 64, 0)
+    assert "0123456789abcdef" not in refused.value.message
