@@ -65,11 +65,14 @@ def make_durable(paths: Iterable[Path]) -> None:
 
 
 def _fsync_file(path: Path) -> OSError | None:
+    """fsync the file just written at ``path``; a symlink or FIFO put there since is left alone."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         return e
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # not what was written: nothing of ours to make durable
         os.fsync(fd)
     except OSError as e:
         return e
