@@ -58,6 +58,19 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def logged(self, *texts: str, timeout: float = 5.0) -> bool:
+        """Whether every one of ``texts`` is in the log within ``timeout`` seconds.
+
+        Log lines are written by a thread in the server, a moment after the answer
+        they describe: a test that reads the log right after an answer must wait.
+        """
+        deadline = time.monotonic() + timeout
+        while not all(text in self.log() for text in texts):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None

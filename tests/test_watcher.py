@@ -224,7 +224,7 @@ def assert_keys_file_reported(proc: ServerProcess, problem: str | None) -> None:
         assert f"NOT (fully) applied ({problem})" in page
         assert re.search(r"^sanic_ota_keys_file_ok 0\.0$", metrics, re.M), metrics
         assert re.search(rf'^sanic_ota_keys_file_problem\{{reason="{problem}"\}} 1\.0$', metrics, re.M)
-        assert f"KEYS FILE NOT (FULLY) APPLIED ({problem})" in proc.log()
+        assert proc.logged(f"KEYS FILE NOT (FULLY) APPLIED ({problem})")
 
 
 def test_a_keys_file_that_disappears_revokes_every_device_key(admin_server: ServerProcess, workdir: Path) -> None:
@@ -294,7 +294,7 @@ def test_partitions_renamed_away_and_made_anew_is_watched(workdir: Path) -> None
         started = time.monotonic()
         eventually(lambda: list_versions(proc.host, proc.port, TOKEN) == ["v3.0.0", "v2.0.0"], timeout=6)
         assert time.monotonic() - started < 3.0
-        assert "partitions directory" in proc.log() and "watching it anew" in proc.log()
+        assert proc.logged("partitions directory", "watching it anew")
 
 
 def test_a_re_pointed_partitions_symlink_is_watched(workdir: Path) -> None:
@@ -363,7 +363,7 @@ def test_a_release_that_failed_for_a_transient_reason_is_retried(workdir: Path, 
         eventually(lambda: download(proc.host, proc.port, TOKEN, "v2.0.0", "ota"), timeout=10)
         assert time.monotonic() - fixed < 5.0
         assert (manifests / "v2.0.0.json").exists()
-        assert "release v2.0.0 failed for a transient reason; retrying in 1 s" in proc.log()
+        assert proc.logged("release v2.0.0 failed for a transient reason; retrying in 1 s")
 
 
 # -- in process: the re-scan and the watches' supervision -------------------------------

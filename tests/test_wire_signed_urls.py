@@ -109,7 +109,7 @@ def test_a_removed_or_replaced_key_loses_its_urls_at_once(workdir: Path) -> None
         eventually(lambda: esp_get(proc, one)[0] == 403)
         assert esp_get(proc, two)[0] == 403
         assert esp_get(proc, url_for(proc, Key("device-2", "c" * 40)))[0] == 200  # the new token signs anew
-    assert "signed URL for an unknown key" in proc.log()
+    assert proc.logged("signed URL for an unknown key")
 
 
 def test_other_version_and_a_header_keep_todays_rules(workdir: Path) -> None:

@@ -208,6 +208,6 @@ def test_only_connections_not_yet_authenticated_count(workdir: Path) -> None:
         again = socket.create_connection((proc.host, proc.port), timeout=5)
         again.sendall(query.format(TOKEN).encode())
         assert b" 200 " in again.recv(4096).split(b"\r\n", 1)[0]
-        assert "127.0.0.1 holds 2 connections that have not authenticated" in proc.log()
+        assert proc.logged("127.0.0.1 holds 2 connections that have not authenticated")
         for sock in [*modules, idle, extra, again]:
             sock.close()
