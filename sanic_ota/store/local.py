@@ -141,6 +141,33 @@ def _check_inside(opened: LocalFile, root_dev: int, label: str) -> LocalFile:
     return opened
 
 
+def _read_small(directory: Path, name: str, label: str, limit: int, inside: bool, advice: str = "") -> bytes | None:
+    """A small file directly in ``directory`` (the pin, a manifest), never through a link.
+
+    None if the directory or the file is absent. ``inside``: the file must also be on
+    the directory's filesystem with one link, as release files are. A file over
+    ``limit`` bytes raises ``ContainmentError`` naming ``label``, then ``advice``.
+    """
+    try:
+        root = os.open(directory, _DIRECTORY)
+    except FileNotFoundError:
+        return None
+    try:
+        opened = _open_file(name, root, label)
+        if inside:
+            opened = _check_inside(opened, os.fstat(root).st_dev, label)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(root)
+    try:
+        return _read(opened.fd, limit)
+    except ContainmentError as e:
+        raise ContainmentError(f"{label} is {e.message}{advice}") from None
+    finally:
+        opened.close()
+
+
 def _read(fd: int, limit: int | None) -> bytes:
     """Everything up to EOF, or ``ContainmentError`` past ``limit`` bytes (read no further)."""
     parts, total = [], 0
@@ -278,22 +305,10 @@ class LocalStore:
         contains that text (a link to the keys file must not put tokens in a log).
         """
         label = f"partitions/{PIN_FILE}"
-        try:
-            root = os.open(self.partitions, _DIRECTORY)
-        except FileNotFoundError:
+        data = _read_small(self.partitions, PIN_FILE, label, PIN_LIMIT, inside=True,
+                           advice="; it must hold one version name")
+        if data is None:
             return None
-        try:
-            opened = _check_inside(_open_file(PIN_FILE, root, label), os.fstat(root).st_dev, label)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(root)
-        try:
-            data = _read(opened.fd, PIN_LIMIT)
-        except ContainmentError as e:
-            raise ContainmentError(f"{label} is {e.message}; it must hold one version name") from None
-        finally:
-            opened.close()
         try:
             text: str | None = data.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -308,22 +323,8 @@ class LocalStore:
     def read_manifest(self, version: str) -> bytes | None:
         """``manifests/<version>.json``, None if absent; never through a symlink."""
         label = f"manifests/{version}{MANIFEST_SUFFIX}"
-        try:
-            root = os.open(self.manifests, _DIRECTORY)
-        except FileNotFoundError:
-            return None
-        try:
-            opened = _open_file(f"{_plain(version)}{MANIFEST_SUFFIX}", root, label)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(root)
-        try:
-            return _read(opened.fd, MANIFEST_LIMIT)
-        except ContainmentError as e:
-            raise ContainmentError(f"{label} is {e.message}") from None
-        finally:
-            opened.close()
+        return _read_small(self.manifests, f"{_plain(version)}{MANIFEST_SUFFIX}", label, MANIFEST_LIMIT,
+                           inside=False)
 
     def write_manifest(self, version: str, document: bytes, durable: bool = True) -> None:
         path = self._manifest_path(version)
