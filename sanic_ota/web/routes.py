@@ -125,13 +125,11 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
         if span[1] < entry.length and record.kind == Kind.DOWNLOAD:
             record.kind = Kind.PARTIAL  # a window; the one that sends the last byte is the download
     image = await state.files.image(version, filename, entry)  # a HEAD too: its status is the GET's
-    if request.method == "HEAD":
-        if isinstance(image, VerifiedCopy):
-            image.close()
-        return image_head(entry.length, span, headers)
-    accountant: Accountant = request.app.ctx.accountant
-    status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
     try:
+        if request.method == "HEAD":
+            return image_head(entry.length, span, headers)
+        accountant: Accountant = request.app.ctx.accountant
+        status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
         with accountant.sending(record, length, status):  # the record is closed once the body is sent
             await send_image(request, image, record, span, headers)
     finally:
