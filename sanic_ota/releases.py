@@ -275,10 +275,10 @@ class Indexer:
                 names = release.names()
                 if set(names) != known.keys():
                     return None
-                found = {name: release.stat(name) for name in names}
+                found = _stat_files(release, names)
         except (OSError, ContainmentError):
             return None
-        if any(found[name].identity != known[name].identity for name in names):
+        if found is None or any(found[name].identity != known[name].identity for name in names):
             return None
         return {name: FileEntry(found[name].length, known[name].sha256) for name in names}
 
