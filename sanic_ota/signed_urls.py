@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from urllib.parse import urlencode
 
 from sanic_ota.errors import Forbidden
@@ -106,9 +106,9 @@ def redact(text: str) -> str:
     return _SIG_IN_TEXT.sub(rf"\g<1>{REDACTED}", text)
 
 
-def is_signed(params: Iterable[str]) -> bool:
+def is_signed(params: Container[str]) -> bool:
     """Whether a request's parameter names ask for signed-URL authentication."""
-    return SIG_PARAM in set(params)
+    return SIG_PARAM in params
 
 
 def _key_named(keys: Iterable[Key], name: str) -> Key:
