@@ -25,6 +25,7 @@ from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
 from sanic_ota.web.auth import authenticate_admin
+from sanic_ota.web.routes import GET_AND_HEAD
 
 bp = Blueprint("status")
 
@@ -47,7 +48,7 @@ svg rect.bar{fill:#3b6fb6}svg line{stroke:#999}
 """
 
 
-@bp.route("/status", methods=["GET", "HEAD"], strict_slashes=True)
+@bp.route("/status", methods=GET_AND_HEAD, strict_slashes=True)
 async def status_page(request: Request) -> HTTPResponse:
     record = begin(request, Kind.STATUS)
     state = request.app.ctx.state
