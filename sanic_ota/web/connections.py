@@ -67,8 +67,7 @@ class AddressSlots:
             self._open[address] = held
         else:
             del self._open[address]
-        if held < self.cap:
-            self._reported.discard(address)
+        self._reported.discard(address)  # below the cap again (take never goes past it)
 
     def first_refusal(self, address: str) -> bool:
         """True once each time ``address`` reaches the cap: one log line, not one per connection."""
