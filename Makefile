@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint system-tools manifest verify example url bench clean install-service
+.PHONY: install run test lint system-tools manifest verify example url bench clean install-service s3-dev
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,11 @@ url: install
 # Regenerate the example release shipped in partitions/.
 example: install
 	$(BIN)/python tools/make_example_release.py --version v1.0.0
+
+# A local S3-compatible store (SeaweedFS on 127.0.0.1:8333, data in ./s3-dev/) to try
+# replicas on one machine; prints the settings to export. Ctrl-C stops it.
+s3-dev: install
+	$(BIN)/sanic-ota-s3-dev --dir s3-dev
 
 # Side-by-side measurements against nginx (installs nginx and wrk from Debian if missing).
 bench: install
