@@ -12,6 +12,7 @@ from server_process import ServerProcess
 from sanic_ota import example_release as example
 from sanic_ota.keys import Key, save_keys
 from sanic_ota.settings import Settings
+from sanic_ota.tools.s3_dev import SeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,3 +66,20 @@ def server(settings: Settings, workdir: Path) -> Iterator[ServerProcess]:
     """``sanic sanic_ota.app`` as a real process on a loopback port."""
     with ServerProcess(env_for(settings), cwd=workdir) as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real SeaweedFS (S3 on loopback) per test process; tests share it by prefix.
+
+    ~5 s to start, so once per session (per pytest-xdist worker). A test that stops
+    its store starts its own ``SeaweedFS`` instead.
+    """
+    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as store:
+        yield store
+
+
+@pytest.fixture
+def s3_location(seaweed: SeaweedFS, request: pytest.FixtureRequest) -> str:
+    """``s3://bucket/prefix`` unique to this test, in the session's SeaweedFS."""
+    return f"s3://{seaweed.bucket}/{request.node.name.replace('[', '-').strip(']')}-{os.getpid()}"
