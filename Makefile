@@ -8,7 +8,7 @@ PORT   ?= 8000
 SANIC_OTA_KEYS_FILE ?= authorisation_keys.json
 export SANIC_OTA_KEYS_FILE
 
-.PHONY: install run test lint system-tools manifest verify example url bench clean install-service s3-dev
+.PHONY: install run test lint system-tools manifest verify example url bench clean install-service s3-dev publish
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,13 @@ url: install
 	  { echo "usage: make url KEY=NAME VERSION=v1 FILE=ota.bin [EXPIRES=seconds] [BASE=http://host:port]" >&2; exit 2; }
 	@$(BIN)/python tools/sign_url.py "$(KEY)" "$(VERSION)" "$(FILE)" --base "$(or $(BASE),http://127.0.0.1:$(PORT))" \
 	  $(if $(EXPIRES),--expires "$(EXPIRES)")
+
+# Upload partitions/$(VERSION)/ and its signed manifest to STORE (s3://bucket/prefix, default
+# $SANIC_OTA_STORE), the manifest last; signs it first where the private key is.
+# FLAGS: --pin (also pin it), --force (replace a published release), --delete (remove it).
+publish: install
+	@test -n "$(VERSION)" || { echo "usage: make publish VERSION=v1 STORE=s3://bucket/prefix [FLAGS=--pin]"; exit 2; }
+	$(BIN)/python tools/publish.py $(VERSION) $(if $(STORE),--to "$(STORE)") $(FLAGS)
 
 # Regenerate the example release shipped in partitions/.
 example: install
