@@ -101,6 +101,11 @@ def check_release(settings: Settings, version: str) -> Checked:
     verifier: Verifier
     if signed_here:
         _, verifier = sign_release(settings, version)
+    elif not settings.public_key_path.exists():
+        raise Refused(f"no private key here ({settings.signing_key}) and no public key "
+                      f"({settings.public_key_path}): sign the release with `make manifest VERSION={version}` "
+                      "where the private key lives (the first run creates the pair); elsewhere set "
+                      "SANIC_OTA_PUBLIC_KEY to the public key")
     else:
         verifier = load_verifier(settings.public_key_path)
     document = store.read_manifest(version)

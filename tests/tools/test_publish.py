@@ -232,3 +232,11 @@ def test_usage_errors(keyed: Settings, seaweed: SeaweedFS, publisher: Identity) 
     assert wrong.returncode == 1 and "expected s3://bucket" in wrong.stderr
     outside = run_publish(keyed, publisher, seaweed.endpoint, "../v1", "--to", f"s3://{seaweed.bucket}/x")
     assert outside.returncode == 1 and "plain name" in outside.stderr
+
+
+def test_with_no_key_at_all_it_says_how_to_sign(settings: Settings, seaweed: SeaweedFS, publisher: Identity,
+                                                 s3_location: str) -> None:
+    result = run_publish(settings, publisher, seaweed.endpoint, VERSION, "--to", s3_location)
+    assert result.returncode == 1
+    assert "no private key here" in result.stderr and f"make manifest VERSION={VERSION}" in result.stderr
+    assert not settings.signing_key.exists()  # a key pair is made by `make manifest`, never by publish
