@@ -32,8 +32,9 @@ lint: install
 	$(BIN)/mypy
 
 # Tools the tests drive from outside Python: openssl and jq + xxd (the auditor's
-# commands), chromium (the status page in a real browser). Debian packages.
-SYSTEM_TOOLS := openssl:openssl jq:jq xxd:xxd chromium:chromium
+# commands), chromium (the status page in a real browser), nginx (deploy/nginx-replicas.conf
+# in front of two servers). Debian packages.
+SYSTEM_TOOLS := openssl:openssl jq:jq xxd:xxd chromium:chromium nginx:nginx
 
 system-tools:
 	@missing=""; \
