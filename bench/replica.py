@@ -110,7 +110,8 @@ class Server:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} did not serve {VERSION} within {timeout:.0f} s; see "
-                                   f"{self.log_path} (a replica needs a checkout with the mirror, SANIC_OTA_STORE)")
+                                   f"{self.log_path} (--keep keeps it; a replica needs a checkout with "
+                                   "the mirror, SANIC_OTA_STORE)")
             time.sleep(0.25)
 
     def stop(self) -> None:

@@ -156,9 +156,11 @@ async def publish(bucket: Bucket, release: Checked, say: Say, force: bool = Fals
     listed = await bucket.list("partitions", version)
     manifest_info = (await bucket.list("manifests")).get(_manifest(version))
     if manifest_info is not None:
-        theirs = await bucket.read(_manifest(version), manifest_info.etag)
+        published: Manifest | None = None
         try:  # checked as a replica checks it
-            changed = differences(release.manifest, manifests.verify(theirs, release.verifier, version))
+            published = manifests.verify(await bucket.read(_manifest(version), manifest_info.etag),
+                                         release.verifier, version)
+            changed = differences(release.manifest, published)
         except OtaError as e:
             changed = [f"its manifest there does not verify: {e.message}"]
         missing = [name for name, data in release.files.items()
@@ -181,6 +183,10 @@ async def publish(bucket: Bucket, release: Checked, say: Say, force: bool = Fals
             if pin:
                 await _pin(bucket, version, say)
             return
+        if published is not None and published.serial > release.manifest.serial:
+            raise Refused(f"{where} has {version} with manifest serial {published.serial}, this one has "
+                          f"serial {release.manifest.serial}: replicas refuse an older serial (a replayed "
+                          "manifest), even with --force; sign the release again where the private key lives")
         say(f"--force: replacing published release {version} in {where} ({'; '.join(changed)})")
     elif listed:
         say(f"{len(listed)} object(s) of an unfinished publish of {version} in {where}: replacing them")

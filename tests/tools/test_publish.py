@@ -240,3 +240,26 @@ def test_with_no_key_at_all_it_says_how_to_sign(settings: Settings, seaweed: Sea
     assert result.returncode == 1
     assert "no private key here" in result.stderr and f"make manifest VERSION={VERSION}" in result.stderr
     assert not settings.signing_key.exists()  # a key pair is made by `make manifest`, never by publish
+
+
+def test_lost_files_are_put_back_and_an_older_serial_is_never_forced(
+        keyed: Settings, publisher: Identity, s3_location: str) -> None:
+    first = tool.check_release(keyed, VERSION)  # serial 1
+    write_release(keyed.partitions_dir, VERSION, app_version="v1.0.0-rebuilt")
+    second = tool.check_release(keyed, VERSION)  # the files changed: signed again, serial 2
+    assert (first.manifest.serial, second.manifest.serial) == (1, 2)
+    said: list[str] = []
+
+    async def go() -> None:
+        async with open_bucket(S3Location.parse(s3_location)) as bucket:
+            await tool.publish(bucket, first, said.append)
+            await bucket.delete(f"partitions/{VERSION}/ota.bin")  # lost from the bucket
+            await tool.publish(bucket, first, said.append)
+            assert await bucket.read(f"partitions/{VERSION}/ota.bin") == first.files["ota.bin"]
+            await tool.publish(bucket, second, said.append, force=True)
+            with pytest.raises(tool.Refused, match="serial 2, this one has serial 1"):
+                await tool.publish(bucket, first, said.append, force=True)
+            assert await bucket.read(f"manifests/{VERSION}.json") == second.document
+
+    asyncio.run(go())
+    assert any("missing or cut short: uploading them again" in line for line in said)
