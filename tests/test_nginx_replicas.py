@@ -125,7 +125,8 @@ def test_an_error_to_the_version_query_reaches_the_module_at_once(nginx: Nginx) 
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b" 403 " in head.split(b"\r\n")[0] and b"Content-Encoding" not in head
-    assert int(re.search(rb"\r\nContent-Length: (\d+)\r\n", head + b"\r\n").group(1)) == len(body)  # type: ignore[union-attr]
+    length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head + b"\r\n")
+    assert length is not None and int(length.group(1)) == len(body)
 
 
 def test_a_replica_gone_the_other_serves(nginx: Nginx, replicas: list[ServerProcess], workdir: Path) -> None:
