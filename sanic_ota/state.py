@@ -29,6 +29,7 @@ from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 from sanic_ota.stats import Stats
 from sanic_ota.store.local import LocalStore
+from sanic_ota.store_status import StatusReader
 
 logger = logging.getLogger("sanic_ota.state")
 
@@ -48,6 +49,8 @@ class State:
     #: stat signatures taken just before the first index, so the watcher's first
     #: re-scan catches a change made while the server was starting
     seen: Snapshot = field(default_factory=dict)
+    #: with a store (a replica): what its mirror last saw of the bucket; None for local disks
+    store_status: StatusReader | None = None
 
 
 def require_private(path: Path, what: str) -> None:
@@ -109,5 +112,6 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         "signed here" if signer else "verified (offline signing)",
     )
     files = VerifiedFiles(store, settings.cache_bytes, SERVER_RECHECK_SECONDS, spool_dir=settings.state_dir)
+    store_status = StatusReader(settings.cache_dir, settings.store) if settings.store else None
     return State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
-                 seen=seen)
+                 seen=seen, store_status=store_status)

@@ -18,11 +18,12 @@ from sanic.response import raw
 
 from sanic_ota import signed_urls
 from sanic_ota.accounting import Kind
-from sanic_ota.errors import BadRequest, NotFound
+from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
 from sanic_ota.releases import Index
 from sanic_ota.state import State
+from sanic_ota.store_status import NOT_LISTED, StoreStatus
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
@@ -77,7 +78,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     args = request.get_args(keep_blank_values=True)
     if not any(name in args for name in ("action", "version", "filename")):
         _device(request, Kind.VERSION_QUERY)
-        return version_query(_state(request).index)
+        state = _state(request)
+        return version_query(state.index, state.store_status.read() if state.store_status else None)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -138,9 +140,20 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     return None
 
 
-def version_query(index: Index) -> HTTPResponse:
-    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read."""
-    release = index.latest()
+def version_query(index: Index, store: StoreStatus | None = None) -> HTTPResponse:
+    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
+
+    A replica (``store``) that holds no release while it has not listed its store is
+    not sure there is none: 503, to be asked again, not 404.
+    """
+    try:
+        release = index.latest()
+    except NotFound as e:
+        if store is None or store.synced:
+            raise
+        why = "its store has not been listed yet" if store.message == NOT_LISTED else \
+            f"its store is down: {store.message}"
+        raise Unavailable(f"{e.message}: this replica holds no release yet, and {why}") from None
     return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
 
 
@@ -239,5 +252,7 @@ async def prometheus(request: Request) -> HTTPResponse:
     record = begin(request, Kind.METRICS)
     state = _state(request)
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
+    if state.store_status is not None:
+        request.app.ctx.metrics.store(state.store_status.read())
     body, content_type = request.app.ctx.metrics.exposition()
     return raw(body, content_type=content_type)
