@@ -52,6 +52,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,6 +83,15 @@ LOCK_FILE = ".mirror.lock"
 TEMP_PREFIX = ".mirror-"
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """When a release that failed is fetched again, and the listing it failed on."""
+
+    at: float
+    delay: float
+    listed: Held
 
 
 async def check_store(settings: Settings) -> None:
@@ -117,7 +127,7 @@ class Mirror:
         self.pinned: str | None = None
         #: release → object → why; and when each failed release is fetched again
         self.failures: dict[str, dict[str, str]] = {}
-        self.retries: dict[str, tuple[float, float]] = {}
+        self.retries: dict[str, Retry] = {}
         self.status = StoreStatus(str(self.location))
         self._saved = b""
         self._lock_fd: int | None = None
@@ -179,8 +189,9 @@ class Mirror:
             listed, pin = releases_in(listing)
             pin_document = await self._read_pin(bucket, pin)
             now = time.monotonic()
-            due = {v for v, (at, _) in self.retries.items() if at <= now}
-            todo = plan(listed, self.held, self.pinned, self.limit, due)
+            failed = {v: retry.listed for v, retry in self.retries.items()}
+            due = {v for v, retry in self.retries.items() if retry.at <= now}
+            todo = plan(listed, self.held, self.pinned, self.limit, failed, due)
             for version in todo.remove:
                 why = "left out: the cache is over its bound" if version in todo.left_out else "gone from the bucket"
                 await asyncio.to_thread(self._remove, version)
@@ -246,6 +257,10 @@ class Mirror:
             logger.info("manifest of %s changed while it was read; the next poll fetches it", version)
             return
         problems: dict[str, str] = {}
+        if listed.manifest.size > MANIFEST_LIMIT:
+            self._record(version, listed, {"manifest": f"{listed.manifest.size} bytes, more than a manifest may be "
+                                                      f"({MANIFEST_LIMIT})"})
+            return
         try:
             manifest = manifests.verify(document, self.verifier, version)
             expected: dict[str, tuple[int, str | None]] = {n: (e.length, e.sha256) for n, e in manifest.files.items()}
@@ -268,24 +283,31 @@ class Mirror:
             logger.info("release %s changed in the bucket while it was fetched; the next poll fetches it", version)
             await asyncio.to_thread(shutil.rmtree, temporary, True)
             return
+        except (StoreUnreachable, StoreRefused):
+            await asyncio.to_thread(shutil.rmtree, temporary, True)
+            raise
+        except OSError as e:  # the cache directory: a full disk, an I/O error
+            await asyncio.to_thread(shutil.rmtree, temporary, True)
+            self._record(version, listed, {"(cache directory)": f"cannot write it: {e.strerror}"})
+            return
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, temporary, True)
             raise
         self.held[version] = listed.held()
-        self._record(version, problems)
+        self._record(version, listed, problems)
 
-    def _record(self, version: str, problems: dict[str, str]) -> None:
+    def _record(self, version: str, listed: Listed, problems: dict[str, str]) -> None:
         if not problems:
             if self.failures.pop(version, None) is not None:
                 logger.info("release %s mirrored in full after earlier failures", version)
             else:
-                logger.info("release %s mirrored (%d file(s))", version, len(self.held[version].files))
+                logger.info("release %s mirrored (%d file(s))", version, len(listed.files))
             self.retries.pop(version, None)
             return
         self.failures[version] = problems
         previous = self.retries.get(version)
-        delay = RETRY_FIRST_SECONDS if previous is None else min(previous[1] * 2, RETRY_MAX_SECONDS)
-        self.retries[version] = (time.monotonic() + delay, delay)
+        delay = RETRY_FIRST_SECONDS if previous is None else min(previous.delay * 2, RETRY_MAX_SECONDS)
+        self.retries[version] = Retry(time.monotonic() + delay, delay, listed.held())
         for name, why in sorted(problems.items()):
             logger.error("release %s: %s in %s is not good: %s; the release is NOT served; fetching it "
                          "again in %g s", version, name, self.location, why, delay)

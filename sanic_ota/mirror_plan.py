@@ -112,12 +112,24 @@ class Plan:
 
 
 def plan(
-    listed: Mapping[str, Listed], held: Mapping[str, Held], pinned: str | None, limit: int, due: Collection[str]
+    listed: Mapping[str, Listed], held: Mapping[str, Held], pinned: str | None, limit: int,
+    failed: Mapping[str, Held] | None = None, due: Collection[str] = (),
 ) -> Plan:
-    """What to do now: fetch releases new or changed in the bucket, and those whose failed
-    fetch is ``due`` for a retry; remove those the bucket no longer lists or that no
-    longer fit."""
+    """What to do now: fetch releases new or changed in the bucket; remove those the
+    bucket no longer lists or that no longer fit.
+
+    A release whose last fetch failed (``failed``: the listing it failed on) is
+    fetched again when its retry is ``due``, or at once if the bucket changed since;
+    not at every poll, which would fetch a broken release again and again.
+    """
+    failed = failed or {}
     keep, left_out = choose(listed, pinned, limit)
-    fetch = [v for v in newest_first(keep) if v not in held or not held[v].same(listed[v]) or v in due]
+
+    def wanted(version: str) -> bool:
+        if version in failed:
+            return version in due or not failed[version].same(listed[version])
+        return version not in held or not held[version].same(listed[version])
+
+    fetch = [v for v in newest_first(keep) if wanted(v)]
     remove = sorted(v for v in held if v not in keep)
     return Plan(fetch, remove, left_out)

@@ -7,8 +7,10 @@ mirror's poll in process, then indexes the cache directory with the server's own
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -119,11 +121,14 @@ def test_a_missing_object_and_a_bad_signature(
     assert not index.releases and set(index.problems) == {"v1.0.0", "v2.0.0"}
     assert "no signature by key" in index.problems["v2.0.0"]
     # retried with back-off: after the first delay (1 s) the release is fetched again
-    retry_at, delay = mirror.retries["v1.0.0"]
-    assert delay == 1.0
-    mirror.retries["v1.0.0"] = (0.0, delay)  # due now
+    retry = mirror.retries["v1.0.0"]
+    assert retry.delay == 1.0
+    mirror.retries["v1.0.0"] = retry = dataclasses.replace(retry, at=time.monotonic() + 60)
+    poll(seaweed, mirror)  # not due yet: not fetched again
+    assert mirror.retries["v1.0.0"] == retry
+    mirror.retries["v1.0.0"] = dataclasses.replace(retry, at=0.0)  # due now
     poll(seaweed, mirror)
-    assert mirror.retries["v1.0.0"][1] == 2.0
+    assert mirror.retries["v1.0.0"].delay == 2.0
 
 
 def test_a_deleted_release_and_pin_leave_the_cache(seaweed: SeaweedFS, publisher: Publisher, replica: Settings) -> None:

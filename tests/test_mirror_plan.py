@@ -48,24 +48,29 @@ def test_the_oldest_are_left_out_first_never_the_newest_or_the_pinned() -> None:
 def test_nothing_is_fetched_unless_an_etag_changed() -> None:
     releases = listed("v1.0.0", "v2.0.0")
     held = {v: r.held() for v, r in releases.items()}
-    assert plan(releases, held, None, 1 << 30, set()).fetch == []
+    assert plan(releases, held, None, 1 << 30).fetch == []
     changed = dict(releases, **{"v1.0.0": Listed(info("mv1.0.0", 0), {"ota.bin": info("new")})})
-    assert plan(changed, held, None, 1 << 30, set()).fetch == ["v1.0.0"]
+    assert plan(changed, held, None, 1 << 30).fetch == ["v1.0.0"]
     added = dict(releases, **{"v1.0.0": Listed(info("mv1.0.0", 0), {"ota.bin": info("v1.0.0"), "x.bin": info("x")})})
-    assert plan(added, held, None, 1 << 30, set()).fetch == ["v1.0.0"]
+    assert plan(added, held, None, 1 << 30).fetch == ["v1.0.0"]
     new_manifest = dict(releases, **{"v2.0.0": Listed(info("other", 0), {"ota.bin": info("v2.0.0")})})
-    assert plan(new_manifest, held, None, 1 << 30, set()).fetch == ["v2.0.0"]
-    # a failed release is fetched again when its retry is due, even if nothing changed
-    assert plan(releases, held, None, 1 << 30, {"v1.0.0"}).fetch == ["v1.0.0"]
+    assert plan(new_manifest, held, None, 1 << 30).fetch == ["v2.0.0"]
+    # a failed release is fetched again when its retry is due, or when the bucket changed
+    failed = {"v1.0.0": releases["v1.0.0"].held()}
+    assert plan(releases, held, None, 1 << 30, failed, due=set()).fetch == []
+    assert plan(releases, held, None, 1 << 30, failed, due={"v1.0.0"}).fetch == ["v1.0.0"]
+    assert plan(changed, held, None, 1 << 30, failed, due=set()).fetch == ["v1.0.0"]
+    # also one that failed before anything of it was installed (a full disk)
+    assert plan(releases, {}, None, 1 << 30, failed, due=set()).fetch == ["v2.0.0"]
 
 
 def test_new_releases_newest_first_and_what_is_removed() -> None:
     releases = listed("v1.0.0", "v2.0.0", "v3.0.0")
-    todo = plan(releases, {}, None, 1 << 30, set())
+    todo = plan(releases, {}, None, 1 << 30)
     assert todo.fetch == ["v3.0.0", "v2.0.0", "v1.0.0"] and todo.remove == []
     held = {v: r.held() for v, r in releases.items()} | {"v0.9.0": Held("x", {}, 5), "old": Held("", {}, 0)}
-    todo = plan(releases, held, None, 250, set())
+    todo = plan(releases, held, None, 250)
     assert todo.remove == ["old", "v0.9.0", "v1.0.0"]  # gone from the bucket, and left out for space
     assert todo.left_out == ["v1.0.0"] and todo.fetch == []
     # found on disk but not known to the mirror (ETag ""): fetched again
-    assert plan(releases, {"v3.0.0": Held("", {}, 0)}, None, 1 << 30, set()).fetch[0] == "v3.0.0"
+    assert plan(releases, {"v3.0.0": Held("", {}, 0)}, None, 1 << 30).fetch[0] == "v3.0.0"
