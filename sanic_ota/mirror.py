@@ -22,7 +22,7 @@ A file missing, truncated or tampered with in the bucket, or a manifest that doe
 verify: what was fetched is installed all the same, so the index holds the release as
 present but not servable: the version query answers 503 rather than an older release,
 and /status says why. The mirror logs which object failed and why, reports it in
-``<cache>/.store-status.json`` (``store_status``), and fetches the release again after
+``<cache>/.store-status.json`` (``mirror_status``), and fetches the release again after
 1 s, 2, 4, ... up to 60 s (at most once per poll), or at once when the bucket changes.
 
 A release whose manifest leaves the bucket leaves the cache at the next poll
@@ -42,27 +42,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sanic_ota import manifest as manifests
-from sanic_ota.errors import ManifestError
+from sanic_ota.errors import ContainmentError, ManifestError
 from sanic_ota.files import write_atomic
 from sanic_ota.mirror_plan import PIN_PATH, Held, Listed, file_path, manifest_path, plan, releases_in
+from sanic_ota.mirror_status import StoreStatus, write_status
 from sanic_ota.settings import ENV_PREFIX, Settings
 from sanic_ota.signing import Verifier
-from sanic_ota.store.local import MANIFEST_LIMIT, MANIFEST_SUFFIX, PIN_FILE, PIN_LIMIT
+from sanic_ota.store.local import MANIFEST_LIMIT, PIN_LIMIT, LocalStore
 from sanic_ota.store.s3 import (
     Bucket,
     ObjectChanged,
@@ -72,15 +70,12 @@ from sanic_ota.store.s3 import (
     StoreUnreachable,
     open_bucket,
 )
-from sanic_ota.store_status import StoreStatus, write_status
 from sanic_ota.versions import is_plain_name
 
 logger = logging.getLogger("sanic_ota.mirror")
 
 MIRROR_FILE = ".mirror.json"
 LOCK_FILE = ".mirror.lock"
-#: Temporary directories in partitions/: dot names are never releases to the indexer or watcher.
-TEMP_PREFIX = ".mirror-"
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 
@@ -116,8 +111,7 @@ class Mirror:
     def __init__(self, settings: Settings, verifier: Verifier) -> None:
         self.location = S3Location.parse(settings.store)
         self.cache = Path(settings.cache_dir)
-        self.partitions = Path(settings.partitions_dir)
-        self.manifests = Path(settings.manifests_dir)
+        self.store = LocalStore.from_settings(settings)  # the one that knows where files go
         self.limit = settings.cache_dir_bytes
         self.poll_seconds = settings.poll_seconds
         self.verifier = verifier
@@ -170,6 +164,9 @@ class Mirror:
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
     def _take_lock(self) -> bool:
+        """Hold ``.mirror.lock`` (kept until the loop ends); False if another worker holds it."""
+        if self._lock_fd is not None:  # ours already (a failed round keeps it)
+            return True
         self.cache.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.cache / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -236,14 +233,12 @@ class Mirror:
         return document
 
     def _write_pin(self, pin: ObjectInfo | None, document: bytes | None) -> None:
-        path = self.partitions / PIN_FILE
         if pin is None and self.pin_etag is not None:
-            path.unlink(missing_ok=True)
+            self.store.write_pin(None)
             self.pin_etag = self.pinned = None
             logger.info("pin removed (gone from the bucket)")
         elif pin is not None and document is not None:
-            self.partitions.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, document)
+            self.store.write_pin(document)
             self.pin_etag = pin.etag
             logger.info("pin mirrored: %s", self.pinned or "(not a plain version name: refused by the index)")
 
@@ -267,7 +262,7 @@ class Mirror:
         except ManifestError as e:  # installed all the same: the index refuses it and says why
             problems["manifest"] = e.message
             expected = {name: (info.size, None) for name, info in listed.files.items()}
-        temporary = Path(await asyncio.to_thread(_make_temporary, self.partitions, version))
+        temporary = await asyncio.to_thread(self.store.staging, version)
         try:
             for name, (length, sha256) in sorted(expected.items()):
                 info = listed.files.get(name)
@@ -278,7 +273,7 @@ class Mirror:
                 elif problem := await self._fetch_file(bucket, file_path(version, name), info.etag, length,
                                                        sha256, temporary / name):
                     problems[name] = problem
-            await asyncio.to_thread(self._install, version, document, temporary)
+            await asyncio.to_thread(self.store.install, version, document, temporary)
         except ObjectChanged:
             logger.info("release %s changed in the bucket while it was fetched; the next poll fetches it", version)
             await asyncio.to_thread(shutil.rmtree, temporary, True)
@@ -338,33 +333,8 @@ class Mirror:
 
     # -- the cache directory (blocking: called in a thread) ---------------------------------
 
-    def _install(self, version: str, document: bytes, temporary: Path) -> None:
-        """The manifest first, then the files: a new release by one rename, a changed one
-        file by file (each replaced whole; a mix is refused by verification)."""
-        self.manifests.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.manifests / f"{version}{MANIFEST_SUFFIX}", document)
-        target = self.partitions / version
-        try:
-            os.rename(temporary, target)  # also over an empty directory
-            return
-        except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-        names = set(os.listdir(temporary))
-        for name in sorted(names):
-            os.replace(temporary / name, target / name)
-        for name in set(os.listdir(target)) - names:
-            _remove_path(target / name)
-        os.rmdir(temporary)
-
     def _remove(self, version: str) -> None:
-        """The manifest first, then the directory (renamed away whole, then deleted)."""
-        (self.manifests / f"{version}{MANIFEST_SUFFIX}").unlink(missing_ok=True)
-        target = self.partitions / version
-        if target.is_dir() and not target.is_symlink():
-            gone = self.partitions / f"{TEMP_PREFIX}gone-{version}-{secrets.token_hex(4)}"
-            os.rename(target, gone)
-            shutil.rmtree(gone, ignore_errors=True)
+        self.store.remove(version)
         self.held.pop(version, None)
         self.failures.pop(version, None)
         self.retries.pop(version, None)
@@ -372,8 +342,7 @@ class Mirror:
     def load(self) -> None:
         """What an earlier run installed, checked against the disk. A release on disk the
         record does not know is fetched again (or removed) at the first listing."""
-        for leftover in _names(self.partitions, lambda n: n.startswith(TEMP_PREFIX)):
-            shutil.rmtree(self.partitions / leftover, ignore_errors=True)
+        self.store.clear_staging()
         held: dict[str, Held] = {}
         try:
             record = json.loads((self.cache / MIRROR_FILE).read_bytes())
@@ -383,22 +352,20 @@ class Mirror:
             pin_etag = record["pin"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             held, pin_etag = {}, None
-        on_disk = set(_names(self.partitions, lambda n: is_plain_name(n) and (self.partitions / n).is_dir()))
-        on_disk |= {n[: -len(MANIFEST_SUFFIX)] for n in _names(self.manifests, lambda n: n.endswith(MANIFEST_SUFFIX))
-                    if is_plain_name(n[: -len(MANIFEST_SUFFIX)])}
-        for version in on_disk:
-            manifest = self.manifests / f"{version}{MANIFEST_SUFFIX}"
-            complete = (self.partitions / version).is_dir() and manifest.is_file()
-            if version not in held or not complete:
+        directories, manifests_present = self.store.installed()
+        for version in directories | manifests_present:
+            if version not in held or version not in directories or version not in manifests_present:
                 held[version] = Held("", {}, 0)
-        self.held = {v: h for v, h in held.items() if v in on_disk}
-        pin_path = self.partitions / PIN_FILE
-        self.pin_etag = pin_etag if isinstance(pin_etag, str) and pin_path.is_file() else None
-        if self.pin_etag is None:
-            pin_path.unlink(missing_ok=True)  # not known to come from the bucket: read it again
+        self.held = {v: h for v, h in held.items() if v in directories | manifests_present}
+        try:
+            pinned = self.store.read_pin()
+        except ContainmentError:
+            pinned = None
+        if pinned is None or not isinstance(pin_etag, str):
+            self.store.write_pin(None)  # not known to come from the bucket: read it again
+            self.pin_etag = self.pinned = None
         else:
-            text = pin_path.read_bytes()[:PIN_LIMIT].decode("ascii", "replace").strip()
-            self.pinned = text if is_plain_name(text) else None
+            self.pin_etag, self.pinned = pin_etag, pinned
 
     def _save(self) -> None:
         """The record of what is installed (when it changed), and the status (every poll)."""
@@ -415,30 +382,9 @@ class Mirror:
         write_status(self.cache, self.status)
 
 
-def _make_temporary(partitions: Path, version: str) -> str:
-    partitions.mkdir(parents=True, exist_ok=True)
-    path = partitions / f"{TEMP_PREFIX}{version}-{secrets.token_hex(4)}"
-    path.mkdir()
-    return str(path)
-
-
 def _close_durably(handle: BinaryIO) -> None:
     try:
         handle.flush()
         os.fsync(handle.fileno())
     finally:
         handle.close()
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _names(directory: Path, keep: Callable[[str], bool]) -> list[str]:
-    try:
-        return [name for name in os.listdir(directory) if keep(name)]
-    except OSError:
-        return []

@@ -22,6 +22,7 @@ from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import open_to_others, write_atomic
 from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
+from sanic_ota.mirror_status import StatusReader
 from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.records import Records
 from sanic_ota.releases import EventHook, Index, Indexer
@@ -29,7 +30,6 @@ from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 from sanic_ota.stats import Stats
 from sanic_ota.store.local import LocalStore
-from sanic_ota.store_status import StatusReader
 
 logger = logging.getLogger("sanic_ota.state")
 

@@ -18,12 +18,12 @@ from bucket_release import Publisher, release_files, replica_settings, run_as
 
 from sanic_ota.errors import Unavailable
 from sanic_ota.mirror import LOCK_FILE, Mirror
+from sanic_ota.mirror_status import read_status
 from sanic_ota.releases import Index
 from sanic_ota.settings import Settings
 from sanic_ota.signing import create_key_pair, load_verifier
 from sanic_ota.state import open_indexer
 from sanic_ota.store.s3 import open_bucket
-from sanic_ota.store_status import read_status
 from sanic_ota.tools.s3_dev import SeaweedFS
 
 
@@ -184,6 +184,7 @@ def test_one_mirror_per_cache_directory(replica: Settings) -> None:
     first, second = Mirror(replica, load_verifier(replica.public_key_path)), Mirror(
         replica, load_verifier(replica.public_key_path))
     assert first._take_lock() and not second._take_lock()
+    assert first._take_lock()  # still the holder after a failed round
     assert first._lock_fd is not None
     os.close(first._lock_fd)  # the holder died: the lock is free for the next
     assert second._take_lock() and (replica.cache_dir / LOCK_FILE).exists()

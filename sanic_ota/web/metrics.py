@@ -31,8 +31,8 @@ from prometheus_client import (
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, KeysFileStatus
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index
-from sanic_ota.store_status import StoreStatus
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 

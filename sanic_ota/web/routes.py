@@ -21,9 +21,9 @@ from sanic_ota.accounting import Kind
 from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
+from sanic_ota.mirror_status import NOT_LISTED, StoreStatus
 from sanic_ota.releases import Index
 from sanic_ota.state import State
-from sanic_ota.store_status import NOT_LISTED, StoreStatus
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed

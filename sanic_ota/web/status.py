@@ -20,9 +20,9 @@ from sanic_ota.accounting import Kind
 from sanic_ota.errors import OtaError
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
-from sanic_ota.store_status import StoreStatus
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
 from sanic_ota.web.auth import authenticate_admin

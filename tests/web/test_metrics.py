@@ -12,10 +12,10 @@ from server_process import ServerProcess
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, Key, KeysFileStatus, load_keys, save_keys
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
-from sanic_ota.store_status import StoreStatus
 from sanic_ota.web.metrics import Metrics
 from sanic_ota.web.server import create_app
 

@@ -13,9 +13,9 @@ from sanic import Sanic
 
 from sanic_ota.errors import NotFound, Unavailable
 from sanic_ota.manifest import Manifest
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
-from sanic_ota.store_status import StoreStatus
 from sanic_ota.web.routes import listing_body, version_query
 from sanic_ota.web.server import create_app
 

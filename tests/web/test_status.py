@@ -19,10 +19,10 @@ from server_process import ServerProcess
 
 from sanic_ota.keys import Key, KeysFileStatus, load_keys, save_keys
 from sanic_ota.manifest import FileEntry, Manifest
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
 from sanic_ota.stats import HOURS, Failure, Snapshot
-from sanic_ota.store_status import StoreStatus
 from sanic_ota.web.server import create_app
 from sanic_ota.web.status import render_status
 

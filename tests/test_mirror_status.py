@@ -1,10 +1,10 @@
-"""store_status: one status file the mirror writes and every worker reads, at most once a second."""
+"""mirror_status: one status file the mirror writes and every worker reads, at most once a second."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sanic_ota.store_status import STATUS_FILE, StatusReader, StoreStatus, read_status, write_status
+from sanic_ota.mirror_status import STATUS_FILE, StatusReader, StoreStatus, read_status, write_status
 
 
 def test_the_status_makes_the_round_trip_and_junk_reads_as_none(tmp_path: Path) -> None:
