@@ -101,6 +101,8 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
     store = LocalStore.from_settings(settings)
+    if settings.store:  # a replica's cache is its own to make: its records and stats live there from the start
+        store.ensure_directories()
     indexer = Indexer(store, Records(settings.state_dir), verifier, signer, events)
     seen = snapshot(layout_of(store, settings))
     index = indexer.build()

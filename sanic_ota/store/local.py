@@ -411,6 +411,11 @@ class LocalStore:
 
     # -- for the watcher ------------------------------------------------------------------
 
+    def ensure_directories(self) -> None:
+        """Create ``partitions/`` and ``manifests/`` (a replica's empty cache)."""
+        self.partitions.mkdir(parents=True, exist_ok=True)
+        self.manifests.mkdir(parents=True, exist_ok=True)
+
     def ensure_partitions(self) -> None:
         """Create ``partitions/`` if it is missing, so that there is a directory to watch."""
         self.partitions.mkdir(parents=True, exist_ok=True)
