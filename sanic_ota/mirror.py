@@ -57,7 +57,7 @@ from sanic_ota import manifest as manifests
 from sanic_ota.errors import ContainmentError, ManifestError
 from sanic_ota.files import write_atomic
 from sanic_ota.mirror_plan import PIN_PATH, Held, Listed, file_path, manifest_path, plan, releases_in
-from sanic_ota.mirror_status import StoreStatus, write_status
+from sanic_ota.mirror_status import StoreStatus, wanted, write_status
 from sanic_ota.settings import ENV_PREFIX, Settings
 from sanic_ota.signing import Verifier
 from sanic_ota.store.local import MANIFEST_LIMIT, PIN_LIMIT, LocalStore
@@ -188,7 +188,8 @@ class Mirror:
             now = time.monotonic()
             failed = {v: retry.listed for v, retry in self.retries.items()}
             due = {v for v, retry in self.retries.items() if retry.at <= now}
-            todo = plan(listed, self.held, self.pinned, self.limit, failed, due)
+            asked = await asyncio.to_thread(wanted, self.cache, time.time())
+            todo = plan(listed, self.held, self.pinned, self.limit, failed, due, asked)
             for version in todo.remove:
                 why = "left out: the cache is over its bound" if version in todo.left_out else "gone from the bucket"
                 await asyncio.to_thread(self._remove, version)

@@ -83,17 +83,20 @@ def releases_in(listing: Mapping[str, ObjectInfo]) -> tuple[dict[str, Listed], O
     return releases, listing.get(PIN_PATH)
 
 
-def choose(listed: Mapping[str, Listed], pinned: str | None, limit: int) -> tuple[set[str], list[str]]:
+def choose(listed: Mapping[str, Listed], pinned: str | None, limit: int,
+           wanted: Collection[str] = ()) -> tuple[set[str], list[str]]:
     """The releases to hold within ``limit`` bytes, and those left out (newest first).
 
     The newest release and the pinned one are always held, whatever their size: they
-    are what plain ``AT+CIUPDATE`` gets. The others are taken newest first while they
-    fit; the oldest (and names that are not versions) are left out first.
+    are what plain ``AT+CIUPDATE`` gets. Then the releases devices asked for although
+    they were left out (``wanted``), then the others, newest first, while they fit; the
+    oldest (and names that are not versions) are left out first.
     """
     must = set(newest(listed)) | ({pinned} & listed.keys() if pinned else set())
     held, used = set(must), sum(listed[v].size for v in must)
+    order = newest_first(listed)
     left_out = []
-    for version in newest_first(listed):
+    for version in [v for v in order if v in wanted] + [v for v in order if v not in wanted]:
         if version in must:
             continue
         if used + listed[version].size <= limit:
@@ -101,7 +104,7 @@ def choose(listed: Mapping[str, Listed], pinned: str | None, limit: int) -> tupl
             used += listed[version].size
         else:
             left_out.append(version)
-    return held, left_out
+    return held, [v for v in order if v in left_out]
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class Plan:
 
 def plan(
     listed: Mapping[str, Listed], held: Mapping[str, Held], pinned: str | None, limit: int,
-    failed: Mapping[str, Held] | None = None, due: Collection[str] = (),
+    failed: Mapping[str, Held] | None = None, due: Collection[str] = (), wanted: Collection[str] = (),
 ) -> Plan:
     """What to do now: fetch releases new or changed in the bucket; remove those the
     bucket no longer lists or that no longer fit.
@@ -121,15 +124,16 @@ def plan(
     A release whose last fetch failed (``failed``: the listing it failed on) is
     fetched again when its retry is ``due``, or at once if the bucket changed since;
     not at every poll, which would fetch a broken release again and again.
+    ``wanted``: releases left out of a full cache that devices asked for (``choose``).
     """
     failed = failed or {}
-    keep, left_out = choose(listed, pinned, limit)
+    keep, left_out = choose(listed, pinned, limit, wanted)
 
-    def wanted(version: str) -> bool:
+    def to_fetch(version: str) -> bool:
         if version in failed:
             return version in due or not failed[version].same(listed[version])
         return version not in held or not held[version].same(listed[version])
 
-    fetch = [v for v in newest_first(keep) if wanted(v)]
+    fetch = [v for v in newest_first(keep) if to_fetch(v)]
     remove = sorted(v for v in held if v not in keep)
     return Plan(fetch, remove, left_out)

@@ -9,6 +9,7 @@ mirrored yet, through a ``StatusReader`` that reads it at most once a second.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,11 @@ from pathlib import Path
 from sanic_ota.files import write_atomic
 
 STATUS_FILE = ".store-status.json"
+#: Releases left out of a full cache that a device asked for: one empty file each,
+#: touched at every request, so the mirror fetches them back (see ``want``).
+WANTED_DIR = ".wanted"
+#: How long a release fetched back on demand is held after the last request for it.
+WANTED_SECONDS = 3600.0
 #: The status before the mirror's first listing.
 NOT_LISTED = "not listed yet"
 #: How long a worker keeps the status it read before reading the file again.
@@ -79,6 +85,36 @@ def read_status(cache_dir: Path) -> StoreStatus | None:
     except OSError:
         return None
     return None if len(data) > STATUS_LIMIT else StoreStatus.from_bytes(data)
+
+
+def want(cache_dir: Path, version: str) -> None:
+    """Ask the mirror (in whichever worker holds it) for a release left out of the cache.
+
+    ``version`` must be one the status lists as left out: a name from the bucket, so
+    requests cannot make more files here than the bucket has releases.
+    """
+    directory = Path(cache_dir) / WANTED_DIR
+    directory.mkdir(exist_ok=True)
+    (directory / version).touch()
+
+
+def wanted(cache_dir: Path, now: float, hold: float = WANTED_SECONDS) -> set[str]:
+    """Releases asked for within ``hold`` seconds of ``now`` (wall clock); older requests are forgotten."""
+    directory = Path(cache_dir) / WANTED_DIR
+    found: set[str] = set()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        try:
+            if now - os.stat(directory / name).st_mtime <= hold:
+                found.add(name)
+            else:
+                os.unlink(directory / name)
+        except OSError:
+            continue
+    return found
 
 
 class StatusReader:

@@ -74,3 +74,11 @@ def test_new_releases_newest_first_and_what_is_removed() -> None:
     assert todo.left_out == ["v1.0.0"] and todo.fetch == []
     # found on disk but not known to the mirror (ETag ""): fetched again
     assert plan(releases, {"v3.0.0": Held("", {}, 0)}, None, 1 << 30).fetch[0] == "v3.0.0"
+
+
+def test_a_release_devices_ask_for_is_held_before_newer_ones() -> None:
+    releases = listed("v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0")
+    assert choose(releases, None, 250, wanted={"v1.0.0"}) == ({"v4.0.0", "v1.0.0"}, ["v3.0.0", "v2.0.0"])
+    held = {v: releases[v].held() for v in ("v4.0.0", "v3.0.0")}
+    todo = plan(releases, held, None, 250, wanted={"v1.0.0", "v9.0.0"})  # v9.0.0: not in the bucket
+    assert todo.fetch == ["v1.0.0"] and todo.remove == ["v3.0.0"]

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from sanic_ota.mirror_status import STATUS_FILE, StatusReader, StoreStatus, read_status, write_status
+from sanic_ota.mirror_status import (
+    STATUS_FILE,
+    WANTED_DIR,
+    StatusReader,
+    StoreStatus,
+    read_status,
+    want,
+    wanted,
+    write_status,
+)
 
 
 def test_the_status_makes_the_round_trip_and_junk_reads_as_none(tmp_path: Path) -> None:
@@ -26,3 +36,14 @@ def test_a_reader_reads_the_file_at_most_once_a_period(tmp_path: Path) -> None:
     write_status(tmp_path, StoreStatus("s3://b/p", up=True, last_sync=1.0))
     assert reader.read() is first
     assert StatusReader(tmp_path, "s3://b/p", every=0).read().synced
+
+
+def test_a_wanted_release_is_remembered_for_an_hour_after_the_last_request(tmp_path: Path) -> None:
+    assert wanted(tmp_path, 1e9) == set()
+    want(tmp_path, "v1.0.0")
+    want(tmp_path, "v0.9.0")
+    os.utime(tmp_path / WANTED_DIR / "v0.9.0", (1000.0, 1000.0))  # asked for long ago
+    now = os.stat(tmp_path / WANTED_DIR / "v1.0.0").st_mtime
+    assert wanted(tmp_path, now + 60) == {"v1.0.0"}
+    assert os.listdir(tmp_path / WANTED_DIR) == ["v1.0.0"]  # the old request is forgotten
+    assert wanted(tmp_path, now + 7200) == set()

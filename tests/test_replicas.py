@@ -133,6 +133,29 @@ def test_a_deleted_release_leaves_within_a_poll(
         assert status == 404
 
 
+def test_a_release_left_out_of_a_full_cache_is_fetched_back_when_asked_for(
+        seaweed: SeaweedFS, publisher: Publisher, admin_workdir: Path, s3_location: str) -> None:
+    old = publisher.publish("v1.0.0")
+    size = sum(len(data) for data in old.values())
+    publisher.publish("v2.0.0")
+    publisher.publish("v3.0.0")
+    settings = replica_settings(admin_workdir, s3_location, publisher.public_key, cache_dir_bytes=2 * size + 4000)
+    with replica(admin_workdir, seaweed, settings) as proc:
+        eventually(lambda: version_query(proc.host, proc.port, TOKEN) == "v3.0.0", 15, "v3.0.0")
+        # left out, as the status every worker reads (at most once a second) says
+        eventually(lambda: b"sanic_ota_store_releases_left_out 1.0" in http(proc, "/metrics", ADMIN)[1], 5,
+                   "v1.0.0 left out")
+        url = f"http://{proc.host}:{proc.port}/v1/device/rom/?action=download_rom&version=v1.0.0&filename=ota.bin"
+        request = urllib.request.Request(url, headers={"Authorization": f"token {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert b"being fetched from the store" in refused.value.read()
+        eventually(lambda: download(proc.host, proc.port, TOKEN, "v1.0.0", "ota") == old["ota.bin"], 10, "v1.0.0")
+        assert version_query(proc.host, proc.port, TOKEN) == "v3.0.0"
+        assert http(proc, "/v1/device/rom/?action=download_rom&version=v9.0.0&filename=ota.bin")[0] == 404
+
+
 @pytest.fixture
 def own_store(tmp_path: Path) -> Iterator[SeaweedFS]:
     """A store this test may stop and start again (same data, same port)."""

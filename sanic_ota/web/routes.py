@@ -8,8 +8,10 @@ request's record (``accountant.begin``), which is counted once the answer is com
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 
 from sanic import Blueprint, HTTPResponse, Request
@@ -21,8 +23,8 @@ from sanic_ota.accounting import Kind
 from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
-from sanic_ota.mirror_status import NOT_LISTED, StoreStatus
-from sanic_ota.releases import Index
+from sanic_ota.mirror_status import NOT_LISTED, StoreStatus, want
+from sanic_ota.releases import Index, Release
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
@@ -110,7 +112,7 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     sends none of these headers and gets the 200 it always got.
     """
     state, record = _state(request), record_of(request)
-    release = state.index.release(version)
+    release = await _release(state, version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
@@ -138,6 +140,22 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
     return None
+
+
+async def _release(state: State, version: str) -> Release:
+    """The release a download names. One a replica left out of its full cache is asked
+    for from its mirror, and the device is told to ask again (503 with Retry-After)."""
+    try:
+        return state.index.release(version)
+    except NotFound:
+        if state.store_status is None or version not in state.store_status.read().left_out:
+            raise
+    await asyncio.to_thread(want, state.settings.cache_dir, version)
+    retry = max(1, math.ceil(2 * state.settings.poll_seconds))
+    error = Unavailable(f"release {version} is not in this replica's cache (over its size bound); "
+                        f"it is being fetched from the store: ask again in {retry} s")
+    error.headers["Retry-After"] = str(retry)
+    raise error
 
 
 def version_query(index: Index, store: StoreStatus | None = None) -> HTTPResponse:
