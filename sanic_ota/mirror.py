@@ -27,8 +27,8 @@ and /status says why. The mirror logs which object failed and why, reports it in
 
 A release whose manifest leaves the bucket leaves the cache at the next poll
 (manifest first, then its directory). Past ``cache_dir_bytes`` the oldest releases are
-left out (never the newest or the pinned one): this replica no longer lists or offers
-them. The store unreachable: nothing changes on disk, the verified releases are served
+left out (never the newest or the pinned one): this replica no longer lists them, and
+one a device asks for (``mirror_status.want``) is fetched back before newer ones. The store unreachable: nothing changes on disk, the verified releases are served
 on, and the status says the store is down until a listing succeeds again.
 
 Only one worker per replica talks to the bucket: the one holding a non-blocking
