@@ -28,8 +28,9 @@ and /status says why. The mirror logs which object failed and why, reports it in
 A release whose manifest leaves the bucket leaves the cache at the next poll
 (manifest first, then its directory). Past ``cache_dir_bytes`` the oldest releases are
 left out (never the newest or the pinned one): this replica no longer lists them, and
-one a device asks for (``mirror_status.want``) is fetched back before newer ones. The store unreachable: nothing changes on disk, the verified releases are served
-on, and the status says the store is down until a listing succeeds again.
+one a device asks for (``mirror_status.want``) is fetched back before newer ones.
+The store unreachable: nothing changes on disk, the verified releases are served on,
+and the status says the store is down until a listing succeeds again.
 
 Only one worker per replica talks to the bucket: the one holding a non-blocking
 ``flock`` on ``<cache>/.mirror.lock``; the others try to take it every poll, so a
@@ -49,9 +50,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import ContainmentError, ManifestError
@@ -208,11 +210,12 @@ class Mirror:
             logger.error("store %s is down (%s): serving what the cache holds", self.location, message)
         self.status.up, self.status.message = False, message
 
-    def _went_up(self, left_out: list[str], listed: Any) -> None:
+    def _went_up(self, left_out: list[str], listed: Collection[str]) -> None:
         if not self.status.up and self.status.last_sync is not None:
             logger.info("store %s answers again", self.location)
         if left_out != self.status.left_out and left_out:
-            logger.warning("left out of the cache, over %sCACHE_DIR_BYTES=%d (not offered by this replica): %s",
+            logger.warning("left out of the cache, over %sCACHE_DIR_BYTES=%d (not listed by this replica; "
+                           "fetched back when a device asks for one): %s",
                            ENV_PREFIX, self.limit, ", ".join(left_out))
         for version in set(self.failures) - set(listed):
             self.failures.pop(version)
