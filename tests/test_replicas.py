@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -92,6 +93,20 @@ def test_two_replicas_serve_a_release_byte_exact_and_one_survives_the_other(
             os.killpg(first.proc.pid, signal.SIGKILL)
             first.proc.wait()
         assert download(second.host, second.port, TOKEN, "v1.0.0", "ota") == files["ota.bin"]
+
+
+def test_another_worker_takes_over_the_mirror_when_its_worker_dies(
+        seaweed: SeaweedFS, publisher: Publisher, workdir: Path, s3_location: str) -> None:
+    settings = replica_settings(workdir, s3_location, publisher.public_key)
+    with replica(workdir, seaweed, settings, workers=2) as proc:
+        publisher.publish("v1.0.0")
+        eventually(lambda: version_query(proc.host, proc.port, TOKEN) == "v1.0.0", 15, "v1.0.0")
+        holder = re.search(r"\[(\d+)\] INFO sanic_ota\.mirror: this worker mirrors", proc.log())
+        assert holder is not None
+        os.kill(int(holder.group(1)), signal.SIGKILL)
+        eventually(lambda: proc.log().count("this worker mirrors") == 2, 10, "the mirror taken over")
+        files = publisher.publish("v2.0.0")
+        eventually(lambda: download(proc.host, proc.port, TOKEN, "v2.0.0", "ota") == files["ota.bin"], 15, "v2.0.0")
 
 
 def test_tampered_bytes_in_the_bucket_are_never_served(
