@@ -94,6 +94,26 @@ class Settings:
         metadata=_doc("More ports to listen on besides --port, comma-separated, such as 80: AT+CIPFWVER? "
                       "always connects to 80 (443 with TLS), whatever port the module updates from."),
     )
+    store: str = field(
+        default="",
+        metadata=_doc("Empty: releases in the local partitions/ and manifests/. s3://bucket/prefix: a replica "
+                      "that mirrors the bucket into the cache directory and serves the verified copy."),
+    )
+    cache_dir: Path = field(
+        default=Path("cache"),
+        metadata=_doc("With a store: the replica's copy of the bucket (partitions/, manifests/) and its own "
+                      "records; one directory per replica."),
+    )
+    cache_dir_bytes: int = field(
+        default=4 * 1024 * 1024 * 1024,
+        metadata=_doc("With a store: most bytes of releases the cache directory holds; the oldest releases "
+                      "are left out first, never the newest or the pinned one."),
+    )
+    poll_seconds: float = field(
+        default=5.0,
+        metadata=_doc("With a store: how often the bucket is listed (one ListObjectsV2; nothing is fetched "
+                      "unless something changed)."),
+    )
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -104,6 +124,32 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}HEADER_TIMEOUT must be a positive number of seconds")
         if self.max_unauthenticated_connections < 0:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_UNAUTHENTICATED_CONNECTIONS must be 0 (no cap) or more")
+        if self.store:
+            self._replica()
+
+    def _replica(self) -> None:
+        """With a store, the served directories are inside the cache directory, and the
+        server only verifies: the private key never sits on a serving machine."""
+        if not self.store.startswith("s3://"):
+            raise ConfigurationError(f"{ENV_PREFIX}STORE={self.store!r}: expected s3://bucket/prefix (or unset)")
+        if self.sign_manifests:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}SIGN_MANIFESTS=true cannot go with {ENV_PREFIX}STORE: a replica only verifies "
+                f"(set {ENV_PREFIX}SIGN_MANIFESTS=false and {ENV_PREFIX}PUBLIC_KEY; sign where the private key is)"
+            )
+        if not 0 < self.poll_seconds < math.inf:
+            raise ConfigurationError(f"{ENV_PREFIX}POLL_SECONDS must be a positive number of seconds")
+        if self.cache_dir_bytes <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}CACHE_DIR_BYTES must be more than 0")
+        for name, default, inside in (("partitions_dir", Path("partitions"), "partitions"),
+                                      ("manifests_dir", Path("manifests"), "manifests")):
+            value = getattr(self, name)
+            if value not in (default, self.cache_dir / inside):
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()} is not used with {ENV_PREFIX}STORE: a replica serves "
+                    f"{ENV_PREFIX}CACHE_DIR/{inside}; unset it"
+                )
+            object.__setattr__(self, name, self.cache_dir / inside)
 
     @property
     def public_key_path(self) -> Path:
@@ -163,6 +209,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+#: Text settings whose case matters (an object key prefix); the others are keywords.
+_CASE_SENSITIVE = frozenset({"store"})
+
+
 def _coerce(name: str, default: Any, value: Any) -> Any:
     try:
         if isinstance(default, bool):
@@ -174,7 +224,8 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
         if value == "":
             return default
         if isinstance(default, str):
-            return str(value).strip().lower()
+            text = str(value).strip()
+            return text if name in _CASE_SENSITIVE else text.lower()
         return Path(str(value))  # a number (as Sanic's app.config would hold 2024) is a path too
     except (TypeError, ValueError) as e:
         raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={value!r}: {e}") from e

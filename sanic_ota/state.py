@@ -22,6 +22,7 @@ from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import open_to_others, write_atomic
 from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
+from sanic_ota.mirror_status import StatusReader
 from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.records import Records
 from sanic_ota.releases import EventHook, Index, Indexer
@@ -48,6 +49,8 @@ class State:
     #: stat signatures taken just before the first index, so the watcher's first
     #: re-scan catches a change made while the server was starting
     seen: Snapshot = field(default_factory=dict)
+    #: with a store (a replica): what its mirror last saw of the bucket; None for local disks
+    store_status: StatusReader | None = None
 
 
 def require_private(path: Path, what: str) -> None:
@@ -98,6 +101,8 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
     store = LocalStore.from_settings(settings)
+    if settings.store:  # a replica's cache is its own to make: its records and stats live there from the start
+        store.ensure_directories()
     indexer = Indexer(store, Records(settings.state_dir), verifier, signer, events)
     seen = snapshot(layout_of(store, settings))
     index = indexer.build()
@@ -109,5 +114,6 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         "signed here" if signer else "verified (offline signing)",
     )
     files = VerifiedFiles(store, settings.cache_bytes, SERVER_RECHECK_SECONDS, spool_dir=settings.state_dir)
+    store_status = StatusReader(settings.cache_dir, settings.store) if settings.store else None
     return State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
-                 seen=seen)
+                 seen=seen, store_status=store_status)

@@ -106,10 +106,11 @@ def test_from_environ_reads_only_sanic_ota_variables() -> None:
 
 #: Every field away from its default, so each one has to make the trip.
 CHANGED = Settings(
-    keys_file=Path("/k/keys.json"), partitions_dir=Path("007"), manifests_dir=Path("/m"),
+    keys_file=Path("/k/keys.json"), partitions_dir=Path("007/partitions"), manifests_dir=Path("007/manifests"),
     signing_key=Path("s.pem"), public_key=Path("p.pem"), sign_manifests=False, quiet_seconds=0.25,
     rescan_seconds=7.5, cache_bytes=1234, stats_file=Path("/s.db"), header_timeout=4.5,
     max_unauthenticated_connections=3, log_format="json", extra_ports=(80, 8081),
+    store="s3://ota/Fleet/EU", cache_dir=Path("007"), cache_dir_bytes=1 << 20, poll_seconds=0.5,
 )
 
 
@@ -165,3 +166,30 @@ def test_connection_limits_from_config_and_their_bounds() -> None:
                 {"OTA_MAX_UNAUTHENTICATED_CONNECTIONS": "-1"}):
         with pytest.raises(ConfigurationError):
             Settings.from_config(bad)
+
+
+def test_a_store_serves_from_the_cache_directory_and_only_verifies() -> None:
+    s = Settings.from_environ({"SANIC_OTA_STORE": " s3://ota/Fleet/EU ", "SANIC_OTA_SIGN_MANIFESTS": "false",
+                               "SANIC_OTA_CACHE_DIR": "/var/cache/ota"})
+    assert s.store == "s3://ota/Fleet/EU"  # object keys are case-sensitive: not lower-cased
+    assert s.partitions_dir == Path("/var/cache/ota/partitions")
+    assert s.manifests_dir == Path("/var/cache/ota/manifests")
+    assert s.state_dir == Path("/var/cache/ota/manifests")  # the records stay with the replica's copy
+    assert (s.cache_dir_bytes, s.poll_seconds) == (4 * 1024**3, 5.0)
+    assert Settings().store == "" and Settings().partitions_dir == Path("partitions")  # no store: as ever
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"OTA_STORE": "s3://b/p"}, "SANIC_OTA_SIGN_MANIFESTS=true cannot go with SANIC_OTA_STORE"),
+    ({"OTA_STORE": "https://b/p", "OTA_SIGN_MANIFESTS": "false"}, "expected s3://bucket/prefix"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_PARTITIONS_DIR": "/srv/partitions"},
+     "SANIC_OTA_PARTITIONS_DIR is not used with SANIC_OTA_STORE"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_MANIFESTS_DIR": "/srv/m"},
+     "SANIC_OTA_MANIFESTS_DIR is not used with SANIC_OTA_STORE"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_POLL_SECONDS": "0"}, "SANIC_OTA_POLL_SECONDS"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_CACHE_DIR_BYTES": "0"},
+     "SANIC_OTA_CACHE_DIR_BYTES"),
+])
+def test_store_settings_that_cannot_work_stop_the_start(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_config(values)

@@ -41,6 +41,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -61,6 +63,9 @@ PIN_LIMIT = 1024
 #: Far above any real manifest (a few hundred bytes per file), far below memory trouble.
 MANIFEST_LIMIT = 16 * 1024 * 1024
 MANIFEST_SUFFIX = ".json"
+
+#: Directories a replica's mirror fetches into, inside partitions/ (see ``LocalStore.staging``).
+STAGING_PREFIX = ".mirror-"
 
 #: Suffixes of files being written by editors and copy tools, never part of a release.
 TEMPORARY_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".partial", ".crdownload")
@@ -342,7 +347,74 @@ class LocalStore:
         for name, data in files.items():
             write_atomic(directory / _plain(name), data)
 
+    # -- for a replica's mirror: the one writer of releases here (``mirror``) ---------------
+
+    def staging(self, version: str) -> Path:
+        """A new empty directory inside ``partitions/`` to fetch a release into: a dot name,
+        so neither the indexer nor the watcher takes it for a release."""
+        self.partitions.mkdir(parents=True, exist_ok=True)
+        path = self.partitions / f"{STAGING_PREFIX}{_plain(version)}-{secrets.token_hex(4)}"
+        path.mkdir()
+        return path
+
+    def clear_staging(self) -> None:
+        """Remove what a mirror that stopped mid-fetch left behind."""
+        for name in _all_names(self.partitions):
+            if name.startswith(STAGING_PREFIX):
+                shutil.rmtree(self.partitions / name, ignore_errors=True)
+
+    def install(self, version: str, document: bytes, staged: Path) -> None:
+        """Make ``staged`` (from ``staging``) release ``version`` with manifest ``document``.
+
+        The manifest first, then the files, so the indexer never sees a release without
+        its manifest: a new release by one rename of the directory, a present one file by
+        file (each replaced whole, files no longer in it removed). A moment with the new
+        manifest and some old files is refused by verification, never served.
+        """
+        self.write_manifest(version, document)
+        target = self.partitions / _plain(version)
+        try:
+            os.rename(staged, target)  # also over an empty directory
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        names = set(os.listdir(staged))
+        for name in sorted(names):
+            os.replace(staged / name, target / name)
+        for name in set(os.listdir(target)) - names:
+            _remove_path(target / name)
+        os.rmdir(staged)
+
+    def remove(self, version: str) -> None:
+        """Remove a release: its manifest first, then its directory (renamed away whole)."""
+        self._manifest_path(version).unlink(missing_ok=True)
+        target = self.partitions / _plain(version)
+        if target.is_dir() and not target.is_symlink():
+            gone = self.partitions / f"{STAGING_PREFIX}gone-{version}-{secrets.token_hex(4)}"
+            os.rename(target, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+
+    def installed(self) -> tuple[set[str], set[str]]:
+        """(release directories, manifests) present: what a mirror finds at its start."""
+        manifests = {name[: -len(MANIFEST_SUFFIX)] for name in _all_names(self.manifests)
+                     if name.endswith(MANIFEST_SUFFIX) and is_plain_name(name[: -len(MANIFEST_SUFFIX)])}
+        return self.list_releases(), manifests
+
+    def write_pin(self, document: bytes | None) -> None:
+        """Replace ``partitions/LATEST`` atomically; None removes it."""
+        if document is None:
+            (self.partitions / PIN_FILE).unlink(missing_ok=True)
+            return
+        self.partitions.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.partitions / PIN_FILE, document)
+
     # -- for the watcher ------------------------------------------------------------------
+
+    def ensure_directories(self) -> None:
+        """Create ``partitions/`` and ``manifests/`` (a replica's empty cache)."""
+        self.partitions.mkdir(parents=True, exist_ok=True)
+        self.manifests.mkdir(parents=True, exist_ok=True)
 
     def ensure_partitions(self) -> None:
         """Create ``partitions/`` if it is missing, so that there is a directory to watch."""
@@ -428,6 +500,20 @@ def _names(directory: Path) -> list[str]:
         return [name for name in os.listdir(directory) if is_plain_name(name) and not is_temporary(name)]
     except OSError:  # absent, or not a directory (yet)
         return []
+
+
+def _all_names(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:  # absent, or not a directory (yet)
+        return []
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _stat_signature(st: os.stat_result) -> tuple[object, ...]:

@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in store.publisher.environ(store.endpoint).items():
         print(f"export {name}={value}")
     print("\n# for each replica (read and list only):")
-    for name, value in (store.replica.environ(store.endpoint) | {"SANIC_OTA_STORE": location}).items():
+    replica = {"SANIC_OTA_STORE": location, "SANIC_OTA_SIGN_MANIFESTS": "false"}  # a replica only verifies
+    for name, value in (store.replica.environ(store.endpoint) | replica).items():
         print(f"export {name}={value}")
     print("\nCtrl-C stops it; the data stays in", args.dir, file=sys.stderr)
     try:

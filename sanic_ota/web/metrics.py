@@ -31,6 +31,7 @@ from prometheus_client import (
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, KeysFileStatus
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -91,6 +92,20 @@ class Metrics:
         self.keys_file_problem = Gauge("sanic_ota_keys_file_problem",
                                        "1 for the reason the keys file is not (fully) applied.",
                                        ["reason"], multiprocess_mode="livemax", registry=registry)
+        # A replica's store, as the status file says: each worker sets these when scraped,
+        # so the most recent value is the one reported.
+        self.store_up = Gauge("sanic_ota_store_up", "1 if the replica's last listing of its store succeeded.",
+                              multiprocess_mode="mostrecent", registry=registry)
+        self.store_last_sync = Gauge("sanic_ota_store_last_sync_timestamp_seconds",
+                                     "When the replica last listed its store successfully (0: not since start).",
+                                     multiprocess_mode="mostrecent", registry=registry)
+        self.store_failures = Gauge("sanic_ota_store_object_failures",
+                                    "Objects of a release in the store that could not be mirrored as signed.",
+                                    ["version"], multiprocess_mode="mostrecent", registry=registry)
+        self.store_left_out = Gauge("sanic_ota_store_releases_left_out",
+                                    "Releases in the store not held: over SANIC_OTA_CACHE_DIR_BYTES.",
+                                    multiprocess_mode="mostrecent", registry=registry)
+        self._failure_labels: set[str] = set()
         #: The index that decides which names are label values; replaced by ``releases``.
         self.index = Index()
 
@@ -120,6 +135,18 @@ class Metrics:
         self.keys_file_ok.set(1 if status.ok else 0)
         for reason in PROBLEMS:
             self.keys_file_problem.labels(reason).set(1 if status.problem == reason else 0)
+
+    def store(self, status: StoreStatus) -> None:
+        """A replica's store status, before a scrape. Failure labels are versions whose
+        manifest is in the bucket, so there are no more series than releases."""
+        self.store_up.set(1 if status.up else 0)
+        self.store_last_sync.set(status.last_sync or 0)
+        self.store_left_out.set(len(status.left_out))
+        for version in self._failure_labels - status.failures.keys():
+            self.store_failures.labels(version).set(0)
+        for version, objects in status.failures.items():
+            self.store_failures.labels(version).set(len(objects))
+        self._failure_labels |= status.failures.keys()
 
     def exposition(self) -> tuple[bytes, str]:
         if self.multiprocess:

@@ -8,8 +8,10 @@ request's record (``accountant.begin``), which is counted once the answer is com
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 
 from sanic import Blueprint, HTTPResponse, Request
@@ -18,10 +20,11 @@ from sanic.response import raw
 
 from sanic_ota import signed_urls
 from sanic_ota.accounting import Kind
-from sanic_ota.errors import BadRequest, NotFound
+from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
-from sanic_ota.releases import Index
+from sanic_ota.mirror_status import NOT_LISTED, StoreStatus, want
+from sanic_ota.releases import Index, Release
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
@@ -77,7 +80,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     args = request.get_args(keep_blank_values=True)
     if not any(name in args for name in ("action", "version", "filename")):
         _device(request, Kind.VERSION_QUERY)
-        return version_query(_state(request).index)
+        state = _state(request)
+        return version_query(state.index, state.store_status.read() if state.store_status else None)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -108,7 +112,7 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     sends none of these headers and gets the 200 it always got.
     """
     state, record = _state(request), record_of(request)
-    release = state.index.release(version)
+    release = await _release(state, version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
@@ -138,9 +142,36 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     return None
 
 
-def version_query(index: Index) -> HTTPResponse:
-    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read."""
-    release = index.latest()
+async def _release(state: State, version: str) -> Release:
+    """The release a download names. One a replica left out of its full cache is asked
+    for from its mirror, and the device is told to ask again (503 with Retry-After)."""
+    try:
+        return state.index.release(version)
+    except NotFound:
+        if state.store_status is None or version not in state.store_status.read().left_out:
+            raise
+    await asyncio.to_thread(want, state.settings.cache_dir, version)
+    retry = max(1, math.ceil(2 * state.settings.poll_seconds))
+    error = Unavailable(f"release {version} is not in this replica's cache (over its size bound); "
+                        f"it is being fetched from the store: ask again in {retry} s")
+    error.headers["Retry-After"] = str(retry)
+    raise error
+
+
+def version_query(index: Index, store: StoreStatus | None = None) -> HTTPResponse:
+    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
+
+    A replica (``store``) that holds no release while it has not listed its store is
+    not sure there is none: 503, to be asked again, not 404.
+    """
+    try:
+        release = index.latest()
+    except NotFound as e:
+        if store is None or store.synced:
+            raise
+        why = "its store has not been listed yet" if store.message == NOT_LISTED else \
+            f"its store is down: {store.message}"
+        raise Unavailable(f"{e.message}: this replica holds no release yet, and {why}") from None
     return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
 
 
@@ -239,5 +270,7 @@ async def prometheus(request: Request) -> HTTPResponse:
     record = begin(request, Kind.METRICS)
     state = _state(request)
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
+    if state.store_status is not None:
+        request.app.ctx.metrics.store(state.store_status.read())
     body, content_type = request.app.ctx.metrics.exposition()
     return raw(body, content_type=content_type)

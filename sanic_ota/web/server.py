@@ -21,6 +21,7 @@ from sanic.config import Config
 from sanic.exceptions import RequestCancelled
 
 from sanic_ota.logs import LogWriter, redact_signatures
+from sanic_ota.mirror import Mirror, check_store
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
@@ -44,6 +45,7 @@ TIMEOUT_DEFAULTS = {
 
 WATCHER_TASK = "sanic_ota.watcher"
 STATS_TASK = "sanic_ota.stats"
+MIRROR_TASK = "sanic_ota.mirror"
 
 _names = itertools.count()
 
@@ -108,6 +110,8 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     async def start(app: Sanic) -> None:
         log.start()
         check_listening(app, settings.extra_ports)
+        if settings.store:  # wrong credentials or bucket: refuse to start, naming the setting
+            await check_store(settings)
         state = await asyncio.to_thread(open_state, settings, app_metrics.manifest_event)
         app.ctx.state = state
         app.ctx.accountant = Accountant(settings.log_format, log, app_metrics, state.stats)
@@ -117,6 +121,9 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
         app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
+        app.ctx.mirror = Mirror(settings, state.verifier) if settings.store else None
+        if app.ctx.mirror is not None:
+            app.add_task(app.ctx.mirror.run(), name=MIRROR_TASK)
 
     @app.after_server_start
     async def started(app: Sanic) -> None:
@@ -129,7 +136,10 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         # happens after the loop stopped and would wait out GRACEFUL_SHUTDOWN_TIMEOUT.
         app.ctx.watcher.stop()
         app.ctx.stats_stop.set()
-        tasks = [t for name in (WATCHER_TASK, STATS_TASK) if (t := app.get_task(name, raise_exception=False))]
+        if app.ctx.mirror is not None:
+            app.ctx.mirror.stop()
+        tasks = [t for name in (WATCHER_TASK, STATS_TASK, MIRROR_TASK)
+                 if (t := app.get_task(name, raise_exception=False))]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         app.purge_tasks()

@@ -20,6 +20,7 @@ from sanic_ota.accounting import Kind
 from sanic_ota.errors import OtaError
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
@@ -54,20 +55,23 @@ async def status_page(request: Request) -> HTTPResponse:
     state = request.app.ctx.state
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
-    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file)
+    store = await asyncio.to_thread(state.store_status.read) if state.store_status is not None else None
+    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file, store)
     return html(page, headers=HEADERS)
 
 
 def render_status(
-    index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None
+    index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None,
+    store: StoreStatus | None = None,
 ) -> str:
-    """The whole page: the keys file if it is not applied, what plain AT+CIUPDATE gets,
-    downloads, releases, failures."""
+    """The whole page: the keys file if it is not applied, a replica's store, what plain
+    AT+CIUPDATE gets, downloads, releases, failures."""
     parts = [
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>sanic_ota status</title>"
         f"<style>{CSS}</style></head><body><h1>sanic_ota status</h1>",
         f"<p class=muted>Generated {escape(generated)}. Manifest signing key <code>{escape(keyid)}</code>.</p>",
         _keys_file(keys_file or KeysFileStatus()),
+        _store(store) if store is not None else "",
         _latest(index),
         _unversioned(index),
         _downloads(index, snapshot),
@@ -88,6 +92,26 @@ def _keys_file(status: KeysFileStatus) -> str:
         return "<p id=keys-file>Keys file: <span class=ok>applied</span></p>"
     return (f"<p id=keys-file>Keys file: <span class=bad>NOT (fully) applied ({escape(status.problem or '')}): "
             f"{escape(status.message)}</span></p>")
+
+
+def _store(status: StoreStatus) -> str:
+    """A replica's store: up or down, when last listed, objects not mirrored, releases left out."""
+    state = ("<span class=ok>up</span>" if status.up
+             else f"<span class=bad>DOWN ({escape(status.message)})</span>")
+    synced = ("never since start" if status.last_sync is None
+              else datetime.fromtimestamp(status.last_sync, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    parts = [f"<h2>Store</h2><p id=store>Store <code>{escape(status.store)}</code>: {state}; last listed "
+             f"{synced}; {len(status.mirrored)} release(s) in this replica's cache.</p>"]
+    if status.failures:
+        rows = "".join(f"<tr><td>{escape(v)}</td><td>{escape(name)}</td><td class=bad>{escape(why)}</td></tr>"
+                       for v in newest_first(status.failures) for name, why in sorted(status.failures[v].items()))
+        parts.append("<p class=bad>Not mirrored as signed (fetched again with back-off):</p>"
+                     f"<table id=store-failures><tr><th>release</th><th>object</th><th>why</th></tr>{rows}</table>")
+    if status.left_out:
+        names = ", ".join(f"<code>{escape(v)}</code>" for v in status.left_out)
+        parts.append(f"<p id=store-left-out>Left out of the cache (over SANIC_OTA_CACHE_DIR_BYTES), not offered "
+                     f"by this replica: {names}</p>")
+    return "".join(parts)
 
 
 def _latest(index: Index) -> str:

@@ -355,3 +355,26 @@ def test_error_bodies_carry_no_server_path_and_no_os_error_text(workdir: Path) -
         message = json.loads(body)["message"]
         assert str(workdir) not in message and "/tmp" not in message, message
         assert not [text for text in strerrors if text in message], message
+
+
+def test_a_mirror_installs_and_removes_releases_manifest_first(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "partitions", tmp_path / "manifests")
+    staged = store.staging("v2")
+    assert staged.parent == store.partitions and store.list_releases() == set()  # a dot name: not a release
+    (staged / "ota.bin").write_bytes(b"new")
+    store.install("v2", b"{manifest 1}", staged)
+    assert store.read_manifest("v2") == b"{manifest 1}" and store.list_releases() == {"v2"}
+    assert not staged.exists()
+    again = store.staging("v2")  # the release changed: replaced file by file, stale files removed
+    (again / "mqtt_ca.bin").write_bytes(b"ca")
+    store.install("v2", b"{manifest 2}", again)
+    with store.release("v2") as release:
+        assert release.names() == ["mqtt_ca.bin"]
+    assert store.read_manifest("v2") == b"{manifest 2}" and not again.exists()
+    store.write_pin(b"v2\n")
+    assert store.read_pin() == "v2" and store.installed() == ({"v2"}, {"v2"})
+    store.staging("v3")  # a fetch cut short by a crash
+    store.clear_staging()
+    store.remove("v2")
+    store.write_pin(None)
+    assert os.listdir(store.partitions) == [] and store.installed() == (set(), set())

@@ -12,6 +12,7 @@ from server_process import ServerProcess
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.keys import PROBLEMS, Key, KeysFileStatus, load_keys, save_keys
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index
 from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
@@ -141,3 +142,16 @@ def test_two_apps_in_one_process_keep_separate_counters(workdir: Path, settings:
                for name, app in (("one", one), ("two", two))}
     assert _completed(metrics["one"]) == 2 and _completed(metrics["two"]) == 1
     assert "process_cpu_seconds_total" in metrics["one"]  # a default registry's collectors, as before
+
+
+def test_store_gauges_follow_the_status_and_label_only_failing_releases() -> None:
+    metrics = Metrics(multiprocess_mode=False)
+    metrics.store(StoreStatus("s3://b/p", up=True, message="", last_sync=1234.5,
+                              failures={"v2.0.0": {"ota.bin": "missing", "mqtt_ca.bin": "missing"}}))
+    text = metrics.exposition()[0].decode()
+    assert "sanic_ota_store_up 1.0" in text and "sanic_ota_store_last_sync_timestamp_seconds 1234.5" in text
+    assert 'sanic_ota_store_object_failures{version="v2.0.0"} 2.0' in text
+    metrics.store(StoreStatus("s3://b/p", up=False, message="down", last_sync=1234.5, left_out=["v0.1.0"]))
+    text = metrics.exposition()[0].decode()
+    assert "sanic_ota_store_up 0.0" in text and "sanic_ota_store_releases_left_out 1.0" in text
+    assert 'sanic_ota_store_object_failures{version="v2.0.0"} 0.0' in text  # fixed: back to 0

@@ -11,10 +11,12 @@ import pytest
 from conftest import TOKEN, VERSION, write_release
 from sanic import Sanic
 
+from sanic_ota.errors import NotFound, Unavailable
 from sanic_ota.manifest import Manifest
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
-from sanic_ota.web.routes import listing_body
+from sanic_ota.web.routes import listing_body, version_query
 from sanic_ota.web.server import create_app
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -314,3 +316,15 @@ def test_ranges_of_a_file_larger_than_the_cache_come_from_the_verified_copy(work
         head, _, body_start = writes[0].partition(b"\r\n\r\n")
         assert f"\r\nContent-Length: {stop - start}\r\n".encode() in head
         assert body_start and image[start:].startswith(body_start)
+
+
+def test_a_replica_that_holds_nothing_and_has_not_listed_its_store_answers_503() -> None:
+    with pytest.raises(NotFound):  # a local disk with no release: 404, as ever
+        version_query(Index())
+    with pytest.raises(Unavailable, match="has not been listed yet"):
+        version_query(Index(), StoreStatus("s3://b/p"))
+    with pytest.raises(Unavailable, match="its store is down: the store did not answer"):
+        version_query(Index(), StoreStatus("s3://b/p", up=False, message="the store did not answer (X)",
+                                           last_sync=None))
+    with pytest.raises(NotFound):  # listed, and the bucket holds no release
+        version_query(Index(), StoreStatus("s3://b/p", up=True, message="", last_sync=1.0))

@@ -19,6 +19,7 @@ from server_process import ServerProcess
 
 from sanic_ota.keys import Key, KeysFileStatus, load_keys, save_keys
 from sanic_ota.manifest import FileEntry, Manifest
+from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
 from sanic_ota.stats import HOURS, Failure, Snapshot
@@ -187,3 +188,18 @@ def test_head_304_and_windows_are_not_downloads_on_the_status_page(admin_workdir
     assert status_head.status == 200 and status_head.body == b"" and status_head.content_type.startswith("text/html")
     _, response = app.test_client.get("/status", headers=basic())
     assert f"<td class=n id='d-{VERSION}'>1</td>" in response.text  # one download: the window with the last byte
+
+
+def test_a_replicas_store_section_says_up_or_down_and_what_failed() -> None:
+    index = Index(releases={"v1.0.0": release("v1.0.0")})
+    assert "<h2>Store</h2>" not in render_status(index, KEYID, Snapshot(HOUR), "now")  # local disk: none
+    status = StoreStatus("s3://b/fleet", up=False, message="the store did not answer (<Timeout>)", last_sync=0.0,
+                         failures={"v2.0.0": {"ota.bin": "SHA-256 ab…, the manifest says cd…"}},
+                         left_out=["v0.1.0"], mirrored=["v1.0.0", "v2.0.0"])
+    page = render_status(index, KEYID, Snapshot(HOUR), "now", store=status)
+    assert "<span class=bad>DOWN (the store did not answer (&lt;Timeout&gt;))</span>" in page
+    assert "last listed 1970-01-01 00:00:00 UTC; 2 release(s)" in page
+    assert "<td>v2.0.0</td><td>ota.bin</td><td class=bad>SHA-256 ab…, the manifest says cd…</td>" in page
+    assert "not offered by this replica: <code>v0.1.0</code>" in page
+    up = render_status(index, KEYID, Snapshot(HOUR), "now", store=StoreStatus("s3://b/fleet", up=True, message=""))
+    assert "<span class=ok>up</span>; last listed never since start" in up

@@ -1,0 +1,139 @@
+"""What a replica's mirror must do, from one bucket listing: pure, no I/O, no event loop.
+
+A listing (``store.s3.Bucket.list``: layout path → ETag and size) is read as releases:
+a release exists iff its manifest ``manifests/<version>.json`` is listed (the
+publisher uploads it last: it is the commit point), with whatever
+``partitions/<version>/<name>.bin`` objects are listed beside it. ``plan`` compares
+that with what the mirror holds (the ETags it installed) and says which releases to
+fetch, which to remove, and which are left out to keep the cache within its bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from sanic_ota.store.s3 import ObjectInfo
+from sanic_ota.versions import is_plain_name, is_release_file, newest, newest_first
+
+PIN_PATH = "partitions/LATEST"
+MANIFEST_SUFFIX = ".json"
+
+
+def manifest_path(version: str) -> str:
+    return f"manifests/{version}{MANIFEST_SUFFIX}"
+
+
+def file_path(version: str, name: str) -> str:
+    return f"partitions/{version}/{name}"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One release as the bucket lists it: its manifest object and its files' objects."""
+
+    manifest: ObjectInfo
+    files: Mapping[str, ObjectInfo] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """The bytes the release takes in the cache (its files and its manifest)."""
+        return self.manifest.size + sum(info.size for info in self.files.values())
+
+    def held(self) -> Held:
+        """What the mirror records once it installed this listing."""
+        return Held(self.manifest.etag, {name: info.etag for name, info in self.files.items()}, self.size)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A release the mirror installed: the ETags it fetched, and the bytes it takes.
+
+    An ETag of "" stands for "found on disk, not known to the mirror": never equal
+    to a listed one, so such a release is fetched again or removed.
+    """
+
+    manifest: str
+    files: Mapping[str, str]
+    size: int
+
+    def same(self, listed: Listed) -> bool:
+        return self.manifest == listed.manifest.etag and dict(self.files) == {
+            name: info.etag for name, info in listed.files.items()
+        }
+
+
+def releases_in(listing: Mapping[str, ObjectInfo]) -> tuple[dict[str, Listed], ObjectInfo | None]:
+    """The releases a listing holds, and the pin object (None: no pin).
+
+    Objects that are not in the layout (other names, deeper paths, files of a release
+    without a manifest) are not part of any release and are never fetched.
+    """
+    manifests: dict[str, ObjectInfo] = {}
+    files: dict[str, dict[str, ObjectInfo]] = {}
+    for path, info in listing.items():
+        parts = path.split("/")
+        if len(parts) == 2 and parts[0] == "manifests" and parts[1].endswith(MANIFEST_SUFFIX):
+            version = parts[1][: -len(MANIFEST_SUFFIX)]
+            if is_plain_name(version):
+                manifests[version] = info
+        elif len(parts) == 3 and parts[0] == "partitions" and is_plain_name(parts[1]) and is_release_file(parts[2]):
+            files.setdefault(parts[1], {})[parts[2]] = info
+    releases = {v: Listed(m, files.get(v, {})) for v, m in manifests.items()}
+    return releases, listing.get(PIN_PATH)
+
+
+def choose(listed: Mapping[str, Listed], pinned: str | None, limit: int,
+           wanted: Collection[str] = ()) -> tuple[set[str], list[str]]:
+    """The releases to hold within ``limit`` bytes, and those left out (newest first).
+
+    The newest release and the pinned one are always held, whatever their size: they
+    are what plain ``AT+CIUPDATE`` gets. Then the releases devices asked for although
+    they were left out (``wanted``), then the others, newest first, while they fit; the
+    oldest (and names that are not versions) are left out first.
+    """
+    must = set(newest(listed)) | ({pinned} & listed.keys() if pinned else set())
+    held, used = set(must), sum(listed[v].size for v in must)
+    order = newest_first(listed)
+    left_out = []
+    for version in [v for v in order if v in wanted] + [v for v in order if v not in wanted]:
+        if version in must:
+            continue
+        if used + listed[version].size <= limit:
+            held.add(version)
+            used += listed[version].size
+        else:
+            left_out.append(version)
+    return held, [v for v in order if v in left_out]
+
+
+@dataclass(frozen=True)
+class Plan:
+    fetch: list[str]  # newest first: what devices ask for first arrives first
+    remove: list[str]  # held, but gone from the bucket or left out
+    left_out: list[str]
+
+
+def plan(
+    listed: Mapping[str, Listed], held: Mapping[str, Held], pinned: str | None, limit: int,
+    failed: Mapping[str, Held] | None = None, due: Collection[str] = (), wanted: Collection[str] = (),
+) -> Plan:
+    """What to do now: fetch releases new or changed in the bucket; remove those the
+    bucket no longer lists or that no longer fit.
+
+    A release whose last fetch failed (``failed``: the listing it failed on) is
+    fetched again when its retry is ``due``, or at once if the bucket changed since;
+    not at every poll, which would fetch a broken release again and again.
+    ``wanted``: releases left out of a full cache that devices asked for (``choose``).
+    """
+    failed = failed or {}
+    keep, left_out = choose(listed, pinned, limit, wanted)
+
+    def to_fetch(version: str) -> bool:
+        if version in failed:
+            return version in due or not failed[version].same(listed[version])
+        return version not in held or not held[version].same(listed[version])
+
+    fetch = [v for v in newest_first(keep) if to_fetch(v)]
+    remove = sorted(v for v in held if v not in keep)
+    return Plan(fetch, remove, left_out)
