@@ -97,9 +97,11 @@ def test_layout_comes_from_the_store_resolved(tmp_path: Path) -> None:
     settings = Settings(partitions_dir=tmp_path / "partitions", manifests_dir=tmp_path / "manifests",
                         keys_file=tmp_path / "keys.json", sign_manifests=False)
     layout = layout_of(LocalStore.from_settings(settings), settings)
-    assert layout == Layout(Roots(tmp_path / "releases-1", tmp_path / "manifests"), tmp_path / "keys.json", True)
+    assert layout == Layout(Roots(tmp_path / "releases-1", tmp_path / "manifests", Path("channels").resolve()),
+                            tmp_path / "keys.json", True)
     assert layout.roots.directories(manifests=True) == {"partitions": (tmp_path / "releases-1", True),
-                                                        "manifests": (tmp_path / "manifests", False)}
+                                                        "manifests": (tmp_path / "manifests", False),
+                                                        "channels": (Path("channels").resolve(), False)}
 
 
 def _disk(tmp_path: Path, offline: bool = False) -> Layout:

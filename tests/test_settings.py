@@ -110,6 +110,7 @@ CHANGED = Settings(
     signing_key=Path("s.pem"), public_key=Path("p.pem"), sign_manifests=False, quiet_seconds=0.25,
     rescan_seconds=7.5, cache_bytes=1234, stats_file=Path("/s.db"), header_timeout=4.5,
     max_unauthenticated_connections=3, log_format="json", extra_ports=(80, 8081),
+    channels_dir=Path("/c"), upload_max_bytes=4096,
 )
 
 

@@ -16,8 +16,9 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
 from sanic.response import raw
 
-from sanic_ota import signed_urls
+from sanic_ota import channels, signed_urls
 from sanic_ota.accounting import Kind
+from sanic_ota.channels import DEFAULT_CHANNEL
 from sanic_ota.errors import BadRequest, NotFound
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
@@ -58,7 +59,7 @@ def _device(request: Request, kind: Kind) -> Key:
     record = begin(request, kind)
     state = _state(request)
     key = authenticate(request, state.keyring, state.limiter)
-    record.key = key.name
+    record.key, record.channel = key.name, key.channel
     return key
 
 
@@ -76,8 +77,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
     args = request.get_args(keep_blank_values=True)
     if not any(name in args for name in ("action", "version", "filename")):
-        _device(request, Kind.VERSION_QUERY)
-        return version_query(_state(request).index)
+        key = _device(request, Kind.VERSION_QUERY)
+        return version_query(_state(request), key, record_of(request).client)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -95,7 +96,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     record.version, record.file = version, filename  # plain names, safe to log
     if signed:
         state = _state(request)
-        record.key = authenticate_signed(request, state.keyring, state.limiter, version, filename).name
+        key = authenticate_signed(request, state.keyring, state.limiter, version, filename)
+        record.key, record.channel = key.name, key.channel
     return await download(request, version, filename)
 
 
@@ -138,19 +140,37 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     return None
 
 
-def version_query(index: Index) -> HTTPResponse:
-    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read."""
-    release = index.latest()
-    return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
+def version_query(state: State, key: Key, caller: str) -> HTTPResponse:
+    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
+
+    The release is the key's channel's (``channels.offer``: its base, or its rollout's
+    release for a caller in the rollout); the fleet view counts the offer.
+    """
+    index = state.index
+    release, rollout = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)
+    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
+    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
+    if key.channel == DEFAULT_CHANNEL:
+        pinned = index.pinned is not None
+    else:
+        pinned = index.channels.get(key.channel).pin is not None
+    return esp_json({"status": 200, "rom_version": release.version, "pinned": pinned})
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
-    _device(request, Kind.LISTING)
-    return esp_json(listing_body(_state(request).index))
+    """Every version for ``stable``; for another channel, none newer than what it is offered."""
+    key = _device(request, Kind.LISTING)
+    state = _state(request)
+    newest = None
+    if key.channel != DEFAULT_CHANNEL:
+        caller = record_of(request).client
+        newest = channels.offer(state.index, key.name, key.channel, caller, time.time(),
+                                state.fleet.was_offered)[0].version
+    return esp_json(listing_body(state.index, newest=newest))
 
 
-def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
+def listing_body(index: Index, limit: int = LISTING_LIMIT, newest: str | None = None) -> dict[str, object]:
     """Every version newest first, as ``"version": "X", `` items, cut to fit ``limit`` bytes.
 
     Each item has a field after ``version`` because the module crashes on a
@@ -158,12 +178,14 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
     is listed too, marked ``"servable": false``, so the first entry is never older
     than what the version query counts as newest: a host that takes the first entry
     would otherwise be led to an older release. The oldest are cut first and
-    ``omitted`` says how many.
+    ``omitted`` says how many. ``newest``: a channel's caller sees no version newer
+    than the one it is offered.
     """
     items = [
         {"version": v, "serial": index.releases[v].manifest.serial, "files": len(index.releases[v].manifest.files)}
         if v in index.releases else {"version": v, "servable": False}
         for v in index.listed
+        if newest is None or not channels.is_newer(v, newest)
     ]
     body: dict[str, object] = {"status": 200, "versions": items, "omitted": 0}
     size = len(json.dumps(body))

@@ -10,20 +10,24 @@ function of plain data; the handler only gathers that data.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import html
 
 from sanic_ota.accounting import Kind
 from sanic_ota.errors import OtaError
+from sanic_ota.fleet import Group
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
 from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
+from sanic_ota.web.admin import rollouts
 from sanic_ota.web.auth import authenticate_admin
 from sanic_ota.web.routes import GET_AND_HEAD
 
@@ -54,12 +58,15 @@ async def status_page(request: Request) -> HTTPResponse:
     state = request.app.ctx.state
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
-    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file)
+    groups = await asyncio.to_thread(state.fleet.snapshot)
+    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file,
+                         groups, rollouts(state, groups, time.time()))
     return html(page, headers=HEADERS)
 
 
 def render_status(
-    index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None
+    index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None,
+    fleet: list[Group] | None = None, rollout_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     """The whole page: the keys file if it is not applied, what plain AT+CIUPDATE gets,
     downloads, releases, failures."""
@@ -71,6 +78,8 @@ def render_status(
         _latest(index),
         _unversioned(index),
         _downloads(index, snapshot),
+        _rollouts(rollout_rows or []),
+        _fleet(fleet or []),
     ]
     counts = {key: sum(row) for key, row in snapshot.downloads.items()}
     for version in index.versions():
@@ -181,3 +190,37 @@ def _failures(failures: list[Failure]) -> str:
     )
     return (f"<h2>Recent failures</h2><table><tr><th>time (UTC)</th><th>request</th><th>client</th><th>key</th>"
             f"<th>release</th><th>file</th><th>status</th><th>what</th></tr>{rows}</table>")
+
+
+def _rollouts(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<h2>Rollouts</h2><p class=muted>No rollout.</p>"
+    body = "".join(
+        f"<tr id='rollout-{escape(r['channel'])}'><td>{escape(r['channel'])}</td><td>{escape(r['version'])}</td>"
+        f"<td class=n>{r['percent_now']:g}%</td>"
+        f"<td>{'<span class=bad>halted</span>' if r['halted'] else '<span class=ok>rolling</span>'}</td>"
+        f"<td class=n>{r['offered']}</td><td class=n>{r['downloaded']}</td><td>{escape(r['started'])}</td></tr>"
+        for r in rows
+    )
+    return ("<h2>Rollouts</h2><table><tr><th>channel</th><th>release</th><th>offered to</th><th>state</th>"
+            f"<th>offers</th><th>full downloads</th><th>started (UTC)</th></tr>{body}</table>")
+
+
+def _counts(by_release: dict[str, int]) -> str:
+    return "<br>".join(f"{escape(v)}: {n}" for v, n in sorted(by_release.items())) or "-"
+
+
+def _fleet(groups: list[Group]) -> str:
+    """Per key and channel: counts since the statistics file was made, not a 24 h window."""
+    if not groups:
+        return "<h2>Fleet</h2><p class=muted>No key seen yet.</p>"
+    body = "".join(
+        f"<tr><td>{escape(g.key)}</td><td>{escape(g.channel)}</td><td>{_counts(g.offered)}</td>"
+        f"<td>{_counts(g.downloaded)}</td><td>{escape(str(g.to_dict()['last_seen'] or '-'))}</td>"
+        f"<td class=n>{'&ge;' if g.addresses_capped else ''}{g.addresses}</td><td>{_counts(g.failures)}</td></tr>"
+        for g in groups
+    )
+    return ("<h2>Fleet</h2><p class=muted>Per key and channel since counting began; JSON for scripts: "
+            "<code>/v1/admin/fleet</code>. Addresses are approximate: modules behind one NAT or proxy share one."
+            "</p><table><tr><th>key</th><th>channel</th><th>offered (version query)</th><th>full downloads</th>"
+            f"<th>last seen (UTC)</th><th>addresses</th><th>failures</th></tr>{body}</table>")

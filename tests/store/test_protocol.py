@@ -63,10 +63,34 @@ class MemoryRelease:
         yield MemoryFile(data, _info(data, changed))
 
 
+class MemoryStage:
+    """An upload held aside until committed, as a bucket would hold it under a temporary prefix."""
+
+    def __init__(self, store: MemoryStore, version: str) -> None:
+        self.store, self.version, self.files = store, version, {}
+
+    def add(self, name: str, chunks: Iterable[bytes]) -> int:
+        self.files[name] = b"".join(chunks)
+        return len(self.files[name])
+
+    def names(self) -> list[str]:
+        return sorted(self.files)
+
+    def read(self, name: str) -> bytes:
+        return self.files[name]
+
+    def commit(self) -> None:
+        if self.version in self.store.objects:
+            raise FileExistsError(self.version)
+        for name, data in self.files.items():
+            self.store.put(self.version, name, data)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, tuple[bytes, int]]] = {}
         self.manifests: dict[str, bytes] = {}
+        self.channels: dict[str, bytes] = {}
         self.pin: str | None = None
 
     def put(self, version: str, name: str, data: bytes) -> None:
@@ -107,6 +131,28 @@ class MemoryStore:
 
     def where_pin(self) -> str:
         return "mem://LATEST"
+
+    def write_pin(self, version: str | None) -> None:
+        self.pin = version
+
+    def list_channels(self) -> set[str]:
+        return set(self.channels)
+
+    def read_channel(self, name: str) -> bytes | None:
+        return self.channels.get(name)
+
+    def write_channel(self, name: str, document: bytes | None) -> None:
+        if document is None:
+            self.channels.pop(name, None)
+        else:
+            self.channels[name] = document
+
+    def where_channel(self, name: str) -> str:
+        return f"mem://channels/{name}.json"
+
+    @contextmanager
+    def stage_release(self, version: str) -> Iterator[MemoryStage]:
+        yield MemoryStage(self, version)
 
 
 @pytest.fixture
