@@ -225,3 +225,21 @@ def test_fleet_counts_survive_a_restart(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert group["offered"] == {VERSION: 6} and group["addresses"] == 6  # type: ignore[index]
+
+
+def test_a_channel_file_written_by_hand_is_followed_by_every_worker(tmp_path: Path) -> None:
+    write_release(tmp_path / "partitions", VERSION)
+    write_release(tmp_path / "partitions", NEW)
+    save_keys(tmp_path / "keys.json", [Key("device-2", OTHER_TOKEN, {"channel": "beta"})])
+    with ServerProcess(env_for(settings_for(tmp_path)), cwd=tmp_path, workers=2) as proc:
+        assert version_query(proc.host, proc.port, OTHER_TOKEN) == NEW
+        (tmp_path / "channels").mkdir()
+        (tmp_path / "channels" / ".beta.json.tmp").write_text(json.dumps({"pin": VERSION}))
+        (tmp_path / "channels" / ".beta.json.tmp").rename(tmp_path / "channels" / "beta.json")
+        time.sleep(2.5)  # a new directory is watched within a second; the file is then read at once
+        assert {version_query(proc.host, proc.port, OTHER_TOKEN) for _ in range(12)} == {VERSION}
+        (tmp_path / "channels" / "beta.json").write_text("{not json")
+        time.sleep(1.0)
+        with pytest.raises(AssertionError):  # a refused channel file: 503, never a guess
+            version_query(proc.host, proc.port, OTHER_TOKEN)
+        assert proc.logged("channel beta refused")
