@@ -48,7 +48,7 @@ def fleet_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def cli(proc: ServerProcess, *args: str, token: str = ADMIN_TOKEN) -> tuple[int, dict[str, object] | str]:
     env = dict(os.environ, OTA_SERVER=f"http://{proc.host}:{proc.port}", OTA_ADMIN_TOKEN=token)
-    done = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([str(CLI), *args], env=env, cwd=proc.cwd, capture_output=True, text=True, timeout=60)
     return done.returncode, json.loads(done.stdout) if done.returncode == 0 else done.stderr
 
 
@@ -243,3 +243,48 @@ def test_a_channel_file_written_by_hand_is_followed_by_every_worker(tmp_path: Pa
         with pytest.raises(AssertionError):  # a refused channel file: 503, never a guess
             version_query(proc.host, proc.port, OTHER_TOKEN)
         assert proc.logged("channel beta refused")
+
+
+def _refused(proc: ServerProcess, token: str) -> bool:
+    try:
+        version_query(proc.host, proc.port, token)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_the_readme_walk_through_works_as_written(tmp_path: Path) -> None:
+    """Every command of the README's walk-through, in order, against a real server."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("### Walk-through", 1)[1].split("Watch it on", 1)[0]
+    commands = [line.split("#", 1)[0].split() for line in block.splitlines() if line.startswith("    ")]
+    commands = [c for c in commands if c and c[0] in ("sanic-ota", "tools/keygen.py")]
+    assert [c[:2] for c in commands if c[0] == "sanic-ota"] == [
+        ["sanic-ota", "channel"], ["sanic-ota", "upload"], ["sanic-ota", "rollout"], ["sanic-ota", "fleet"],
+        ["sanic-ota", "rollout"], ["sanic-ota", "rollout"], ["sanic-ota", "channel"]]
+    write_release(tmp_path / "partitions", "v1.2.0")
+    write_release(tmp_path / "build", "v1.3.0")
+    save_keys(tmp_path / "keys.json", [Key("ops", ADMIN_TOKEN, {"Role": "admin"})])
+    env = env_for(settings_for(tmp_path))
+    with ServerProcess(env, cwd=tmp_path) as proc:
+        assert proc.logged("(keys file)")  # the watch is up: the key keygen adds is seen at once
+        for command in commands:
+            if command[0] == "tools/keygen.py":
+                keygen = Path(__file__).resolve().parent.parent / "tools" / "keygen.py"
+                done = subprocess.run([sys.executable, str(keygen), *command[1:], "--keys", "keys.json"],
+                                      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+                assert done.returncode == 0, done.stderr
+                beta_token = done.stdout.strip()
+                deadline = time.monotonic() + 5  # the server applies the keys file within about a second
+                while time.monotonic() < deadline and _refused(proc, beta_token):
+                    time.sleep(0.5)  # slowly: 20 failures a minute would get this address 429
+                continue
+            code, answer = cli(proc, *command[1:])
+            assert code == 0, (command, answer)
+            if command[1:3] == ["channel", "set"]:
+                assert version_query(proc.host, proc.port, beta_token) == "v1.2.0"
+            if command[1:3] == ["rollout", "advance"]:
+                assert version_query(proc.host, proc.port, beta_token) == "v1.3.0"
+        channels = {c["name"]: c for c in answer["channels"]}  # type: ignore[index]
+        assert channels["beta"]["keys"] == ["plant-7-beta"] and channels["beta"]["rollout"]["halted"] is True
+        assert proc.logged("change=rollout-halt:beta=v1.3.0")
