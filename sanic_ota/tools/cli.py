@@ -79,7 +79,7 @@ def _step(text: str) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="sanic-ota", description=__doc__,
+    top = argparse.ArgumentParser(description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--server", default=os.environ.get("OTA_SERVER", DEFAULT_SERVER),
                      help="the server's base URL (default: $OTA_SERVER or %(default)s)")
