@@ -235,51 +235,65 @@ class Fleet:
     def snapshot(self) -> list[Group]:
         """Every (key, channel) seen: the file plus this worker's unflushed counts. Blocking."""
         groups: dict[Pair, Group] = {}
-        addresses: dict[Pair, set[str]] = {}
+        addresses: dict[Pair, int] = {}
 
         def group(key: str, channel: str) -> Group:
             return groups.setdefault((key, channel), Group(key, channel))
 
         with self._io_lock:
-            rows = self._read()
             with self._buffer_lock:
                 buffer = self._buffer
                 counts = list(buffer.counts.items())
                 seen = list(buffer.seen.items())
                 failures = list(buffer.failures.items())
                 mine = {pair: set(found) for pair, found in buffer.addresses.items()}
+            rows, known = self._read(mine)
         for (key, channel, version, event), n in [((k, c, v, e), n) for k, c, v, e, n in rows[0]] + counts:
             target = group(key, channel).offered if event == OFFERED else group(key, channel).downloaded
             target[version] = target.get(version, 0) + n
         for (key, channel), at in [((k, c), at) for k, c, at in rows[1]] + seen:
             g = group(key, channel)
             g.last_seen = max(g.last_seen, at)
-        for key, channel, address in rows[2]:
-            addresses.setdefault((key, channel), set()).add(address)
+        for key, channel, stored in rows[2]:
+            addresses[(key, channel)] = stored
         for pair, found in mine.items():
-            addresses.setdefault(pair, set()).update(found)
-        for (key, channel), found in addresses.items():
+            addresses[pair] = addresses.get(pair, 0) + len(found - known.get(pair, set()))
+        for (key, channel), n in addresses.items():
             g = group(key, channel)
-            g.addresses = min(len(found), MAX_ADDRESSES)
-            g.addresses_capped = len(found) >= MAX_ADDRESSES
+            g.addresses = min(n, MAX_ADDRESSES)
+            g.addresses_capped = n >= MAX_ADDRESSES
         for (key, channel, reason), n in [((k, c, r), n) for k, c, r, n in rows[3]] + failures:
             g = group(key, channel)
             g.failures[reason] = g.failures.get(reason, 0) + n
         return [groups[pair] for pair in sorted(groups)]
 
-    def _read(self) -> tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str, float]],
-                             list[tuple[str, str, str]], list[tuple[str, str, str, int]]]:
+    def _read(self, mine: dict[Pair, set[str]]) -> tuple[_Rows, dict[Pair, set[str]]]:
+        """The file's counts, with distinct addresses counted in SQL, and which of this
+        worker's unflushed addresses the file already has (so none counts twice)."""
         if self.path is None or not self.path.exists():
-            return [], [], [], []
+            return ([], [], [], []), {}
+        known: dict[Pair, set[str]] = {}
         try:
             with closing(self._connect()) as db:
                 db.execute("BEGIN")
-                found = (db.execute("SELECT key, channel, version, event, count FROM fleet_counts").fetchall(),
-                         db.execute("SELECT key, channel, last FROM fleet_seen").fetchall(),
-                         db.execute("SELECT key, channel, address FROM fleet_addresses").fetchall(),
-                         db.execute("SELECT key, channel, reason, count FROM fleet_failures").fetchall())
+                found: _Rows = (
+                    db.execute("SELECT key, channel, version, event, count FROM fleet_counts").fetchall(),
+                    db.execute("SELECT key, channel, last FROM fleet_seen").fetchall(),
+                    db.execute("SELECT key, channel, count(*) FROM fleet_addresses GROUP BY key, channel").fetchall(),
+                    db.execute("SELECT key, channel, reason, count FROM fleet_failures").fetchall())
+                for (key, channel), hashes in mine.items():
+                    ordered = sorted(hashes)
+                    for start in range(0, len(ordered), 500):
+                        part = ordered[start:start + 500]
+                        known.setdefault((key, channel), set()).update(row[0] for row in db.execute(
+                            f"SELECT address FROM fleet_addresses WHERE key = ? AND channel = ? "
+                            f"AND address IN ({', '.join('?' * len(part))})", (key, channel, *part)))
                 db.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             self._trouble("cannot read", e)
-            return [], [], [], []
-        return found
+            return ([], [], [], []), {}
+        return found, known
+
+
+_Rows = tuple[list[tuple[str, str, str, str, int]], list[tuple[str, str, float]],
+              list[tuple[str, str, int]], list[tuple[str, str, str, int]]]

@@ -37,6 +37,8 @@ logger = logging.getLogger("sanic_ota.admin")
 
 #: Bodies of the channel calls are a few fields of JSON.
 JSON_LIMIT = 64 * 1024
+#: How long an upload's answer waits, beyond the quiet period, for the watcher to index it.
+INDEX_WAIT_SECONDS = 5.0
 
 
 class TooLarge(OtaError):
@@ -238,10 +240,13 @@ async def upload(request: Request, version: str) -> HTTPResponse:
         spool.seek(0)
         done = await asyncio.to_thread(uploads.unpack, state.store, version, spool, state.verifier,
                                        state.settings.sign_manifests)
-    index = await asyncio.to_thread(state.indexer.build, state.index, {version})
-    state.index = index
     record.change = f"upload:{version}"
     logger.info("admin %r uploaded release %s (%d file(s))", record.key, version, len(done.files))
-    problem = index.problems.get(version)
+    # The watcher indexes (and signs) it as any new release, after its quiet; wait for that
+    # rather than build here beside the watcher's own build.
+    deadline = time.monotonic() + state.settings.quiet_seconds + INDEX_WAIT_SECONDS
+    while (index := state.index).present.isdisjoint({version}) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    problem = index.problems.get(version) if version in index.present else "not indexed yet; see /status"
     return esp_json({"status": 201, "version": version, "files": {n: e.to_dict() for n, e in done.files.items()},
                      "served": version in index.releases, "problem": problem}, status=201)
