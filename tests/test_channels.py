@@ -16,8 +16,10 @@ from sanic_ota.channels import (
     Unusable,
     advance_rollout,
     bucket,
+    caller_id,
     dump,
     halt_rollout,
+    offer,
     offers_rollout,
     parse,
     set_pin,
@@ -108,3 +110,19 @@ def test_changes_say_what_changed_and_a_rollout_only_rises() -> None:
     assert set_pin(Channel("beta", pin="v1"), None, "ops", NOW).channel is None  # nothing left: no file
     with pytest.raises(ChannelError):
         halt_rollout(Channel("beta"), "ops", NOW)
+
+
+def test_a_rollout_on_stable_rolls_past_latest_and_a_halt_keeps_who_had_it() -> None:
+    rollout = Rollout("v1.1.0", 50, NOW)
+    index = _index("v1.0.0", "v1.1.0", pinned="v1.0.0",
+                   channels=Channels({"stable": Channel("stable", rollout=rollout)}))
+    answers = {c: offer(index, "plant", "stable", c, NOW, lambda _: False)[0].version for c in CALLERS[:400]}
+    offered = {c for c, v in answers.items() if v == "v1.1.0"}
+    assert set(answers.values()) == {"v1.0.0", "v1.1.0"} and 150 <= len(offered) <= 250
+    halted = _index("v1.0.0", "v1.1.0", pinned="v1.0.0",
+                    channels=Channels({"stable": Channel("stable", rollout=Rollout("v1.1.0", 50, NOW, halted=True))}))
+    remembered = {caller_id(rollout.id, "plant", c) for c in offered}
+    after = {c: offer(halted, "plant", "stable", c, NOW, remembered.__contains__)[0].version for c in CALLERS[:400]}
+    assert after == answers  # the same callers have it; nobody new gets it
+    unserved = _index("v1.0.0", pinned="v1.0.0", channels=Channels({"stable": Channel("stable", rollout=rollout)}))
+    assert offer(unserved, "plant", "stable", "c", NOW, lambda _: True) == (unserved.releases["v1.0.0"], None)

@@ -208,6 +208,7 @@ def test_status_shows_the_fleet_and_the_rollout(fleet_server: ServerProcess) -> 
         page = answer.read().decode()
     assert "<h2>Fleet</h2>" in page and "device-2" in page and "<td class=n>10</td>" in page
     assert "id='rollout-beta'" in page and "50%" in page
+    assert "<tr id='channel-beta'><td>beta</td><td>device-2</td><td>v1.0.0</td>" in page
 
 
 def _group_when(proc: ServerProcess, expected: dict[str, int], timeout: float = 8.0) -> dict[str, object]:
@@ -242,13 +243,17 @@ def test_a_channel_file_written_by_hand_is_followed_by_every_worker(tmp_path: Pa
         (tmp_path / "channels").mkdir()
         (tmp_path / "channels" / ".beta.json.tmp").write_text(json.dumps({"pin": VERSION}))
         (tmp_path / "channels" / ".beta.json.tmp").rename(tmp_path / "channels" / "beta.json")
-        time.sleep(2.5)  # a new directory is watched within a second; the file is then read at once
+        # a new directory is watched within a second, and the file read at once, by each worker
+        assert proc.logged("channels are now: beta (pin v1.0.0)", timeout=5)
+        deadline = time.monotonic() + 5
+        while proc.log().count("channels are now: beta (pin v1.0.0)") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert {version_query(proc.host, proc.port, OTHER_TOKEN) for _ in range(12)} == {VERSION}
         (tmp_path / "channels" / "beta.json").write_text("{not json")
-        time.sleep(1.0)
+        assert proc.logged("channel beta refused", timeout=5)
+        time.sleep(0.3)  # the other worker too
         with pytest.raises(AssertionError):  # a refused channel file: 503, never a guess
             version_query(proc.host, proc.port, OTHER_TOKEN)
-        assert proc.logged("channel beta refused")
 
 
 def _refused(proc: ServerProcess, token: str) -> bool:

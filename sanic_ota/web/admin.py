@@ -78,7 +78,8 @@ def _channel_name(name: str) -> str:
         raise BadRequest(e.message) from None
 
 
-def _listing(state: State, now: float) -> dict[str, Any]:
+def channel_listing(state: State, now: float) -> dict[str, Any]:
+    """Every channel the server knows (files, keys' channels, ``stable``): pin, rollout, answer, keys."""
     index = state.index
     names = {DEFAULT_CHANNEL} | set(index.channels.channels) | set(index.channels.problems) | {
         k.channel for k in state.keyring.keys}
@@ -104,7 +105,7 @@ def _listing(state: State, now: float) -> dict[str, Any]:
 @bp.route("/v1/admin/channels", methods=["GET", "HEAD"], strict_slashes=True)
 async def list_channels(request: Request) -> HTTPResponse:
     state, _ = _admin(request)
-    return esp_json(_listing(state, time.time()))
+    return esp_json(channel_listing(state, time.time()))
 
 
 async def _apply(request: Request, state: State, name: str, change: Change) -> HTTPResponse:
@@ -125,7 +126,7 @@ def _changed(request: Request, state: State, what: str) -> HTTPResponse:
     record = record_of(request)
     record.change = what
     logger.info("admin %r: %s", record.key, what)
-    body = _listing(state, time.time())
+    body = channel_listing(state, time.time())
     body["changed"] = what
     return esp_json(body)
 

@@ -27,7 +27,7 @@ from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
-from sanic_ota.web.admin import rollouts
+from sanic_ota.web.admin import channel_listing, rollouts
 from sanic_ota.web.auth import authenticate_admin
 from sanic_ota.web.routes import GET_AND_HEAD
 
@@ -59,14 +59,16 @@ async def status_page(request: Request) -> HTTPResponse:
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
     groups = await asyncio.to_thread(state.fleet.snapshot)
+    now = time.time()
     page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file,
-                         groups, rollouts(state, groups, time.time()))
+                         groups, rollouts(state, groups, now), channel_listing(state, now)["channels"])
     return html(page, headers=HEADERS)
 
 
 def render_status(
     index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None,
     fleet: list[Group] | None = None, rollout_rows: list[dict[str, Any]] | None = None,
+    channel_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     """The whole page: the keys file if it is not applied, what plain AT+CIUPDATE gets,
     downloads, releases, failures."""
@@ -78,6 +80,7 @@ def render_status(
         _latest(index),
         _unversioned(index),
         _downloads(index, snapshot),
+        _channels(channel_rows or []),
         _rollouts(rollout_rows or []),
         _fleet(fleet or []),
     ]
@@ -190,6 +193,26 @@ def _failures(failures: list[Failure]) -> str:
     )
     return (f"<h2>Recent failures</h2><table><tr><th>time (UTC)</th><th>request</th><th>client</th><th>key</th>"
             f"<th>release</th><th>file</th><th>status</th><th>what</th></tr>{rows}</table>")
+
+
+def _channels(rows: list[dict[str, Any]]) -> str:
+    """Shown once a channel other than stable exists (a key's field or a channel file)."""
+    if [r["name"] for r in rows] in ([], ["stable"]):
+        return ""
+    body = "".join(
+        f"<tr id='channel-{escape(r['name'])}'><td>{escape(r['name'])}</td>"
+        f"<td>{escape(', '.join(r.get('keys', [])) or '-')}</td><td>{escape(r.get('pin') or 'newest')}</td>"
+        f"<td>{_offers(r)}</td></tr>"
+        for r in rows
+    )
+    return ("<h2>Channels</h2><table><tr><th>channel</th><th>keys</th><th>pinned to</th>"
+            f"<th>version query answers (before any rollout)</th></tr>{body}</table>")
+
+
+def _offers(row: dict[str, Any]) -> str:
+    if row.get("problem"):
+        return f"<span class=bad>nothing ({escape(row['problem'])})</span>"
+    return f"<b class=ok>{escape(row.get('offers') or '-')}</b>"
 
 
 def _rollouts(rows: list[dict[str, Any]]) -> str:
