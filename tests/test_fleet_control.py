@@ -299,3 +299,25 @@ def test_the_readme_walk_through_works_as_written(tmp_path: Path) -> None:
         channels = {c["name"]: c for c in answer["channels"]}  # type: ignore[index]
         assert channels["beta"]["keys"] == ["plant-7-beta"] and channels["beta"]["rollout"]["halted"] is True
         assert proc.logged("change=rollout-halt:beta=v1.3.0")
+
+
+def test_a_backend_names_the_device_and_the_channel_chooses_its_signed_url(fleet_server: ServerProcess) -> None:
+    """``/v1/admin/url?device=...`` without a version: the rollout buckets by the device."""
+    proc = fleet_server
+    assert cli(proc, "channel", "set", "beta", VERSION)[0] == 0
+    assert cli(proc, "rollout", "start", "beta", NEW, "--percent", "50")[0] == 0
+
+    def version_for(device: str) -> str:
+        status, body = admin(proc, "GET", f"/v1/admin/url?key=device-2&device={device}&filename=ota.bin")
+        assert status == 200, body
+        assert f"version={body['version']}&" in str(body["url"])
+        return str(body["version"])
+
+    first = {f"D{i}": version_for(f"D{i}") for i in range(60)}
+    assert 15 <= sum(v == NEW for v in first.values()) <= 45
+    assert {d: version_for(d) for d in first} == first  # a device keeps its answer, whatever its address
+    assert cli(proc, "rollout", "halt", "beta")[0] == 0
+    assert {version_for(f"E{i}") for i in range(30)} == {VERSION}  # nobody new
+    assert {d: version_for(d) for d in first} == first
+    status, body = admin(proc, "GET", "/v1/admin/url?key=device-2&device=../x&filename=ota.bin")
+    assert status == 400

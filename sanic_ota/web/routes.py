@@ -220,7 +220,9 @@ async def manifest_file(request: Request, version: str) -> HTTPResponse:
 async def sign_url(request: Request) -> HTTPResponse:
     """Mint a signed download URL for a named key (admin keys only), for a product's backend.
 
-    ``key``, ``version`` and ``filename`` are required; ``expires`` is the lifetime in
+    ``key`` and ``filename`` are required, and ``version``, unless ``device`` names the
+    device the URL is for: then the key's channel chooses the release (its rollout
+    buckets by the device instead of an address); ``expires`` is the lifetime in
     seconds (default 7 days). The URL's base is the address this request reached
     (scheme and Host). The audit line names the admin key, release and file; the
     key the URL is for goes to the ``sanic_ota.auth`` log, and the URL only to the
@@ -234,7 +236,16 @@ async def sign_url(request: Request) -> HTTPResponse:
     name = _single(args, "key")
     if not name:
         raise BadRequest("missing key (the name of the key the URL is for)")
-    version = check_name(_single(args, "version"), "version")
+    found = [k for k in state.keyring.keys if k.name == name]
+    if len(found) != 1:
+        raise NotFound(f"no key named {name!r}" if not found else f"more than one key named {name!r}")
+    device = _single(args, "device")
+    if device is not None:
+        device = check_name(device, "device")
+    if _single(args, "version") is None and device is not None:
+        version = _offer_for_device(state, found[0], device)
+    else:
+        version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
     record.version, record.file = version, filename
     lifetime_text = _single(args, "expires")
@@ -244,16 +255,24 @@ async def sign_url(request: Request) -> HTTPResponse:
         lifetime = int(lifetime_text)
     else:
         raise BadRequest(f"expires must be a number of seconds from 1 to {signed_urls.MAX_LIFETIME}")
-    found = [k for k in state.keyring.keys if k.name == name]
-    if len(found) != 1:
-        raise NotFound(f"no key named {name!r}" if not found else f"more than one key named {name!r}")
     if filename not in state.index.release(version).manifest.files:
         raise NotFound(f"release {version} has no file {filename}")
     expires = int(time.time()) + lifetime
     logger.info("admin %r signed a URL for key %r: %s/%s until %d", admin.name, name, version, filename, expires)
     base = f"{request.scheme}://{request.host}"
     return esp_json({"status": 200, "url": signed_urls.url(base, found[0], version, filename, expires),
-                     "key": name, "version": version, "filename": filename, "expires": expires})
+                     "key": name, "version": version, "filename": filename, "expires": expires, "device": device})
+
+
+def _offer_for_device(state: State, key: Key, device: str) -> str:
+    """The release the key's channel offers this device, as the version query would offer a
+    caller: the device's id, supplied by the product's backend, stands in for the address."""
+    caller = f"device:{device}"
+    release, rollout = channels.offer(state.index, key.name, key.channel, caller, time.time(),
+                                      state.fleet.was_offered)
+    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
+    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
+    return release.version
 
 
 @bp.route("/metrics", methods=GET_AND_HEAD, strict_slashes=True)
