@@ -8,9 +8,9 @@ the file grow with keys, channels and releases, never with requests or devices.
 
 Rollouts need one more thing from here: which callers a rollout was offered to, so
 that a halted rollout keeps offering its release to them (and to nobody new). That
-is a set of hashes (``channels.caller_id``), at most ``MAX_REMEMBERED``; once full,
-callers offered beyond it are not remembered, and after a halt they get the
-channel's base again (the README says so).
+is a set of hashes (``channels.caller_id``), at most ``MAX_REMEMBERED``: when it is
+full the oldest offers are forgotten first (rollouts long done), and a caller whose
+offer was forgotten gets the channel's base after a halt (the README says so).
 
 Like ``stats`` (whose SQLite file this shares, ``Settings.stats_path``): each worker
 counts in memory and ``flush`` adds its counts to the file in one transaction every
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS fleet_addresses (
 CREATE TABLE IF NOT EXISTS fleet_failures (
     key TEXT NOT NULL, channel TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (key, channel, reason));
-CREATE TABLE IF NOT EXISTS rollout_offers (caller TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS rollout_offers (caller TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS rollout_offers_at ON rollout_offers (at);
 """
 
 Pair = tuple[str, str]  # (key, channel)
@@ -91,7 +92,7 @@ class _Buffer:
     seen: dict[Pair, float] = field(default_factory=dict)
     addresses: dict[Pair, set[str]] = field(default_factory=dict)
     failures: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    offers: set[str] = field(default_factory=set)
+    offers: dict[str, float] = field(default_factory=dict)  # caller id: when offered
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.seen or self.addresses or self.failures or self.offers)
@@ -104,7 +105,9 @@ class _Buffer:
             mine = self.addresses.setdefault(pair, set())
             mine |= set(list(found)[: max(0, MAX_ADDRESSES - len(mine))])
         self.failures.update(other.failures)
-        self.offers |= set(list(other.offers)[: max(0, MAX_REMEMBERED - len(self.offers))])
+        for caller, at in other.offers.items():
+            if len(self.offers) < MAX_REMEMBERED:
+                self.offers.setdefault(caller, at)
 
 
 class Fleet:
@@ -136,9 +139,9 @@ class Fleet:
             self._buffer.counts[(key, channel, version, OFFERED)] += 1
             self._touch(self._buffer, (key, channel), client)
             if remembered is not None and remembered not in self._remembered \
-                    and len(self._remembered) < MAX_REMEMBERED:
+                    and len(self._buffer.offers) < MAX_REMEMBERED:
                 self._remembered.add(remembered)
-                self._buffer.offers.add(remembered)
+                self._buffer.offers[remembered] = self.clock()
 
     def was_offered(self, remembered: str) -> bool:
         return remembered in self._remembered
@@ -175,7 +178,7 @@ class Fleet:
                 self._trouble("cannot write", e)
                 return False
             with self._buffer_lock:
-                self._remembered = remembered | self._buffer.offers
+                self._remembered = remembered | set(self._buffer.offers)
             if self._broken:
                 logger.info("fleet counts in %s work again", self.path)
                 self._broken = False
@@ -214,9 +217,12 @@ class Fleet:
                     "INSERT INTO fleet_failures VALUES (?, ?, ?, ?) ON CONFLICT (key, channel, reason) "
                     "DO UPDATE SET count = count + excluded.count",
                     [(*k, n) for k, n in buffer.failures.items()])
+                db.executemany("INSERT OR IGNORE INTO rollout_offers VALUES (?, ?)", buffer.offers.items())
                 (have,) = db.execute("SELECT count(*) FROM rollout_offers").fetchone()
-                db.executemany("INSERT OR IGNORE INTO rollout_offers VALUES (?)",
-                               [(c,) for c in sorted(buffer.offers)[: max(0, MAX_REMEMBERED - have)]])
+                if have > MAX_REMEMBERED:  # the oldest offers go first: rollouts long done
+                    db.execute("DELETE FROM rollout_offers WHERE caller IN "
+                               "(SELECT caller FROM rollout_offers ORDER BY at, caller LIMIT ?)",
+                               (have - MAX_REMEMBERED,))
                 remembered = {row[0] for row in db.execute("SELECT caller FROM rollout_offers")}
                 db.execute("COMMIT")
             except BaseException:

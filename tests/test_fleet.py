@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,19 @@ def test_two_workers_share_counts_and_a_restart_keeps_them(tmp_path: Path) -> No
 def test_addresses_and_remembered_offers_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fleet_module, "MAX_ADDRESSES", 5)
     monkeypatch.setattr(fleet_module, "MAX_REMEMBERED", 3)
-    fleet = Fleet(tmp_path / "stats.sqlite3")
+    ticks = itertools.count(1)
+    fleet = Fleet(tmp_path / "stats.sqlite3", clock=lambda: float(next(ticks)))
     for i in range(20):
         fleet.offered("plant", "stable", "v1", f"10.0.0.{i}", f"caller-{i}")
     assert fleet.flush()
     (group,) = fleet.snapshot()
     assert group.addresses == 5 and group.addresses_capped and group.offered == {"v1": 20}
-    assert sum(fleet.was_offered(f"caller-{i}") for i in range(20)) == 3
+    assert [i for i in range(20) if fleet.was_offered(f"caller-{i}")] == [0, 1, 2]  # the buffer is capped too
+    later = Fleet(tmp_path / "stats.sqlite3", clock=lambda: float(next(ticks)))
+    for i in (20, 21):
+        later.offered("plant", "stable", "v1", f"10.0.1.{i}", f"caller-{i}")
+    assert later.flush()
+    assert [i for i in range(22) if later.was_offered(f"caller-{i}")] == [2, 20, 21]  # the oldest forgotten first
 
 
 def test_a_broken_file_keeps_counting_in_memory(tmp_path: Path) -> None:
