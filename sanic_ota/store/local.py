@@ -257,9 +257,6 @@ class LocalStage:
             os.close(fd)
         return total
 
-    def names(self) -> list[str]:
-        return sorted(os.listdir(self.path))
-
     def read(self, name: str) -> bytes:
         fd = os.open(self.path / _plain(name), _FILE)
         try:

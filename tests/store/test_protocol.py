@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,12 +22,14 @@ from conftest import VERSION, example
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sanic_ota import manifest as manifests
+from sanic_ota.channels import Channel, dump
 from sanic_ota.errors import IntegrityError
 from sanic_ota.filecache import VerifiedFiles
 from sanic_ota.records import SERIALS_FILE, Records
 from sanic_ota.releases import Indexer
 from sanic_ota.signing import Signer
 from sanic_ota.store import FileInfo
+from sanic_ota.uploads import unpack
 from sanic_ota.versions import is_release_file
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
@@ -72,9 +76,6 @@ class MemoryStage:
     def add(self, name: str, chunks: Iterable[bytes]) -> int:
         self.files[name] = b"".join(chunks)
         return len(self.files[name])
-
-    def names(self) -> list[str]:
-        return sorted(self.files)
 
     def read(self, name: str) -> bytes:
         return self.files[name]
@@ -205,3 +206,19 @@ def test_the_pin_and_what_is_missing_are_said_in_the_stores_terms(store: MemoryS
     index = Indexer(store, Records(tmp_path), SIGNER.verifier, None).build()  # offline: nothing signed here
     assert not index.releases and index.pinned == VERSION
     assert index.problems[VERSION].startswith("no manifest mem://manifests/v1.0.0.json; sign one with")
+
+
+def test_channels_and_uploads_go_through_any_store(store: MemoryStore, tmp_path: Path) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        data = example.build_app_image("v9.0.0")
+        info = tarfile.TarInfo("ota.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    archive.seek(0)
+    unpack(store, "v9.0.0", archive, SIGNER.verifier, signing=True)
+    store.write_channel("beta", dump(Channel("beta", pin="v9.0.0")))
+    store.write_channel("broken", b"{")
+    index = Indexer(store, Records(tmp_path), SIGNER.verifier, SIGNER).build()
+    assert index.base("beta").version == "v9.0.0"
+    assert set(index.channels.problems) == {"broken"}
