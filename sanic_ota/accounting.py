@@ -29,6 +29,7 @@ class Kind(StrEnum):
     METRICS = "metrics"
     STATUS = "status"
     SIGN_URL = "sign_url"  # an admin mints a signed download URL
+    ADMIN = "admin"  # the admin API: channels, rollouts, the fleet view, uploads
     OTHER = "other"  # no handler named it: an unknown path, a refused method
 
 
@@ -97,11 +98,15 @@ class RequestRecord:
     #: A handler took the request up (``kind`` is then its own).
     handled: bool = False
     key: str | None = None
+    #: the key's channel (``Key.channel``), for the fleet view; never logged
+    channel: str | None = None
     version: str | None = None
     file: str | None = None
     #: The bytes a 206 answer sent, as ``first-last/length``.
     range: str | None = None
     auth_failure: AuthFailure | None = None
+    #: What an admin request changed (``channels.Change.what``, an upload): plain names only.
+    change: str | None = None
     #: The body is being sent by its handler, which closes the record when it is done.
     streaming: bool = False
     client_gone: bool = False

@@ -16,13 +16,19 @@ LOG_FORMATS = ("text", "json")
 
 
 def fields(record: RequestRecord) -> dict[str, object]:
-    """The line's fields, in the order they are written (README, "Reading the audit log")."""
-    return {
+    """The line's fields, in the order they are written (README, "Reading the audit log").
+
+    An admin change adds ``change`` last (what it changed); other lines are as they were.
+    """
+    found: dict[str, object] = {
         "client": record.client, "kind": str(record.kind), "key": record.key, "version": record.version,
         "file": record.file, "range": record.range, "status": record.status, "bytes": record.sent,
         "outcome": None if record.outcome is None else str(record.outcome),
         "time": record.time, "duration_ms": record.duration_ms,
     }
+    if record.change is not None:
+        found["change"] = record.change
+    return found
 
 
 def format_record(record: RequestRecord, log_format: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sanic_ota.settings import Settings
-from sanic_ota.store.local import PIN, LocalStore, Roots, Signature, signature
+from sanic_ota.store.local import CHANNEL, PIN, LocalStore, Roots, Signature, signature
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def layout_of(store: LocalStore, settings: Settings) -> Layout:
 class Plan:
     versions: frozenset[str] = frozenset()
     keys: bool = False
-    pin: bool = False
+    pin: bool = False  # the pin or a channel file: both are re-read together, quickly
 
     def __bool__(self) -> bool:
         return bool(self.versions or self.keys or self.pin)
@@ -50,14 +50,14 @@ class Plan:
 
 
 def plan(changes: Iterable[tuple[object, str]], layout: Layout) -> Plan:
-    """The releases to re-index and whether keys or the pin must be re-read."""
+    """The releases to re-index and whether keys or the pin (and the channel files) must be re-read."""
     versions: set[str] = set()
     keys = pin = False
     for _, raw in changes:
         path = Path(raw)
         if path == layout.keys_file:
             keys = True
-        elif (found := layout.roots.locate(path, layout.watch_manifests)) == PIN:
+        elif (found := layout.roots.locate(path, layout.watch_manifests)) == PIN or (found and found[0] == CHANNEL):
             pin = True
         elif found is not None:
             versions.add(found[1])
@@ -87,7 +87,7 @@ def diff(old: Snapshot, new: Snapshot) -> Plan:
     """What to re-read because ``new`` differs from ``old`` (absent and None are the same)."""
     changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
     versions = frozenset(name for kind, name in changed if kind in ("release", "manifest"))
-    return Plan(versions, KEYS in changed, PIN in changed)
+    return Plan(versions, KEYS in changed, PIN in changed or any(kind == CHANNEL for kind, _ in changed))
 
 
 def merge(seen: Snapshot, part: Snapshot) -> None:

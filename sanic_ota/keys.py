@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanic_ota.channels import DEFAULT_CHANNEL, ChannelError, check_channel
 from sanic_ota.errors import KeysFileError
 from sanic_ota.files import write_atomic
 
@@ -30,6 +31,8 @@ from sanic_ota.files import write_atomic
 TOKEN_BYTES = 20
 #: ``"Role"`` of keys that may open ``/status`` and ``/metrics``.
 ADMIN_ROLE = "admin"
+#: The keys-file field naming a key's channel.
+CHANNEL_FIELD = "channel"
 #: Why a keys file on disk is not (fully) applied: a small fixed set, used as a metrics label.
 PROBLEMS = ("missing", "unreadable", "invalid", "open_to_others")
 
@@ -43,6 +46,11 @@ class Key:
     @property
     def role(self) -> str:
         return str(self.extra.get("Role", "device"))
+
+    @property
+    def channel(self) -> str:
+        """The channel the key's product build follows (``"channel"`` in its entry), ``stable`` without one."""
+        return str(self.extra.get(CHANNEL_FIELD, DEFAULT_CHANNEL))
 
     def to_dict(self) -> dict[str, Any]:
         return {"Name": self.name, "Token": self.token, **self.extra}
@@ -61,6 +69,11 @@ class Key:
         except UnicodeEncodeError:
             raise KeysFileError(f'entry {index}: "Name" and "Token" must be valid text') from None
         extra = {k: v for k, v in entry.items() if k not in ("Name", "Token")}
+        if CHANNEL_FIELD in extra:
+            try:
+                check_channel(extra[CHANNEL_FIELD])
+            except ChannelError as e:
+                raise KeysFileError(f'entry {index} ("{name}"): "{CHANNEL_FIELD}": {e.message}') from None
         return cls(name=name, token=token, extra=extra)
 
 
@@ -105,17 +118,20 @@ def save_keys(path: Path, keys: Iterable[Key]) -> None:
     write_atomic(Path(path), dump_keys(keys).encode(), mode=0o600)
 
 
-def with_key(keys: Iterable[Key], name: str, token: str) -> list[Key]:
-    """The list with a key named ``name`` set to ``token``, in place of any of that name."""
+def with_key(keys: Iterable[Key], name: str, token: str, channel: str | None = None) -> list[Key]:
+    """The list with a key named ``name`` set to ``token``, in place of any of that name;
+    ``channel``, if given, is set in its entry too (other fields are kept)."""
     result, replaced = [], False
     for key in keys:
         if key.name == name:
-            result.append(Key(name=name, token=token, extra=key.extra))
+            extra = key.extra if channel is None else {**key.extra, CHANNEL_FIELD: check_channel(channel)}
+            result.append(Key(name=name, token=token, extra=extra))
             replaced = True
         else:
             result.append(key)
     if not replaced:
-        result.append(Key(name=name, token=token))
+        extra = {} if channel is None else {CHANNEL_FIELD: check_channel(channel)}
+        result.append(Key(name=name, token=token, extra=extra))
     return result
 
 

@@ -238,11 +238,11 @@ class Mirror:
 
     def _write_pin(self, pin: ObjectInfo | None, document: bytes | None) -> None:
         if pin is None and self.pin_etag is not None:
-            self.store.write_pin(None)
+            self.store.copy_pin(None)
             self.pin_etag = self.pinned = None
             logger.info("pin removed (gone from the bucket)")
         elif pin is not None and document is not None:
-            self.store.write_pin(document)
+            self.store.copy_pin(document)
             self.pin_etag = pin.etag
             logger.info("pin mirrored: %s", self.pinned or "(not a plain version name: refused by the index)")
 
@@ -366,7 +366,7 @@ class Mirror:
         except ContainmentError:
             pinned = None
         if pinned is None or not isinstance(pin_etag, str):
-            self.store.write_pin(None)  # not known to come from the bucket: read it again
+            self.store.copy_pin(None)  # not known to come from the bucket: read it again
             self.pin_etag = self.pinned = None
         else:
             self.pin_etag, self.pinned = pin_etag, pinned

@@ -31,6 +31,8 @@ from functools import cached_property
 
 from sanic_ota import identities
 from sanic_ota import manifest as manifests
+from sanic_ota.channels import DEFAULT_CHANNEL, Channel, ChannelError, Channels
+from sanic_ota.channels import parse as parse_channel
 from sanic_ota.errors import (
     ContainmentError,
     IntegrityError,
@@ -74,6 +76,8 @@ class Index:
     #: every release directory found on disk, servable or not; always holds
     #: ``releases`` and ``problems``, and may hold directories not indexed yet
     present: frozenset[str] = frozenset()
+    #: every channel file as last read (``channels``); ``stable``'s pin stays ``pinned``
+    channels: Channels = field(default_factory=Channels)
 
     def __post_init__(self) -> None:
         present = frozenset(self.present) | self.releases.keys() | self.problems.keys()
@@ -123,6 +127,22 @@ class Index:
                     "fix the pin or the release"
                 )
             return self.releases[self.pinned]
+        return self._newest_release()
+
+    def base(self, channel: str) -> Release:
+        """What a channel offers before any rollout: ``stable`` exactly as ``latest``; another
+        channel its pin (from its channel file), else the newest release."""
+        if channel == DEFAULT_CHANNEL:
+            return self.latest()
+        pin = self.channels.get(channel).pin
+        if pin is None:
+            return self._newest_release()
+        if pin not in self.releases:
+            raise Unavailable(f"channel {channel} pins release {pin}, which is not servable; "
+                              "fix the pin or the release")
+        return self.releases[pin]
+
+    def _newest_release(self) -> Release:
         candidates = self._newest
         if not candidates and self.unversioned:
             raise NotFound("no release has a version name; the others are downloadable by name only")
@@ -202,7 +222,8 @@ class Indexer:
             else:
                 self.transient.discard(version)
         self.transient &= on_disk
-        return Index(releases=releases, problems=problems, pinned=self.read_pin(), present=frozenset(on_disk))
+        return Index(releases=releases, problems=problems, pinned=self.read_pin(), present=frozenset(on_disk),
+                     channels=self.read_channels())
 
     def read_pin(self) -> str | None:
         """The pinned version, None without a pin, ``""`` for a pin that cannot be used.
@@ -219,6 +240,29 @@ class Indexer:
             logger.error("cannot read %s: %s; plain AT+CIUPDATE gets 503 until it is fixed",
                          self.store.where_pin(), e.strerror)
         return ""
+
+    def read_channels(self) -> Channels:
+        """Every channel file; one that cannot be used is a problem for its channel alone
+        (its callers get 503), logged without its text."""
+        found: dict[str, Channel] = {}
+        problems: dict[str, str] = {}
+        try:
+            names = self.store.list_channels()
+        except OSError as e:
+            logger.error("cannot list the channel files: %s", e.strerror)
+            names = set()
+        for name in sorted(names):
+            try:
+                data = self.store.read_channel(name)
+                if data is not None:
+                    found[name] = parse_channel(name, data)
+            except (ContainmentError, ChannelError) as e:
+                problems[name] = e.message
+            except OSError as e:
+                problems[name] = f"cannot read its channel file: {e.strerror}"
+            if name in problems:
+                logger.error("channel %s refused, its callers get 503 until it is fixed: %s", name, problems[name])
+        return Channels(found, problems)
 
     # -- one release -------------------------------------------------------------
 

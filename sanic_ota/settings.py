@@ -44,6 +44,16 @@ class Settings:
         default=Path("manifests"),
         metadata=_doc("Signed manifests, one manifests/<version>.json per release."),
     )
+    channels_dir: Path = field(
+        default=Path("channels"),
+        metadata=_doc("Channel files, one channels/<name>.json per channel: its pin and its rollout "
+                      "(written by the admin API)."),
+    )
+    upload_max_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc("Largest release upload the admin API takes (a tar of the release's files); "
+                      "a larger one gets 413 and nothing of it is kept."),
+    )
     signing_key: Path = field(
         default=Path("manifest_signing_key.pem"),
         metadata=_doc("Ed25519 private key (PEM, mode 0600) that signs manifests."),
@@ -122,6 +132,8 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}RESCAN_SECONDS must be more than 0")
         if not 0 < self.header_timeout < math.inf:  # also NaN
             raise ConfigurationError(f"{ENV_PREFIX}HEADER_TIMEOUT must be a positive number of seconds")
+        if self.upload_max_bytes < 1:
+            raise ConfigurationError(f"{ENV_PREFIX}UPLOAD_MAX_BYTES must be 1 or more")
         if self.max_unauthenticated_connections < 0:
             raise ConfigurationError(f"{ENV_PREFIX}MAX_UNAUTHENTICATED_CONNECTIONS must be 0 (no cap) or more")
         if self.store:

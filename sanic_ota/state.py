@@ -21,6 +21,7 @@ from sanic_ota.changes import Snapshot, layout_of, snapshot
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import open_to_others, write_atomic
+from sanic_ota.fleet import Fleet
 from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
 from sanic_ota.mirror_status import StatusReader
 from sanic_ota.ratelimit import FailureLimiter
@@ -45,6 +46,7 @@ class State:
     files: VerifiedFiles
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     stats: Stats = field(default_factory=Stats)  # in memory only unless given a file
+    fleet: Fleet = field(default_factory=Fleet)  # likewise; shares the statistics file
     keys_file: KeysFileStatus = field(default_factory=KeysFileStatus)
     #: stat signatures taken just before the first index, so the watcher's first
     #: re-scan catches a change made while the server was starting
@@ -115,5 +117,7 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     )
     files = VerifiedFiles(store, settings.cache_bytes, SERVER_RECHECK_SECONDS, spool_dir=settings.state_dir)
     store_status = StatusReader(settings.cache_dir, settings.store) if settings.store else None
+    fleet = Fleet(settings.stats_path)
+    fleet.flush()  # the rollout offers every worker remembered, before the first version query
     return State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
-                 seen=seen, store_status=store_status)
+                 fleet=fleet, seen=seen, store_status=store_status)

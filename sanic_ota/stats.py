@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sanic_ota.accounting import Kind, Outcome, RequestRecord
 
@@ -226,7 +227,11 @@ def _hourly(rows: Iterable[tuple[int, str, str, int]], hour: int) -> dict[tuple[
     return downloads
 
 
-async def flush_periodically(stats: Stats, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
+class Flushable(Protocol):
+    def flush(self) -> bool: ...
+
+
+async def flush_periodically(stats: Flushable, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
     """Flush every ``every`` seconds until ``stop`` is set, then once more.
 
     Sanic cancels background tasks on SIGTERM; ending is then the point, and the

@@ -1,4 +1,4 @@
-"""Follow ``partitions/``, the pin, the keys file (and, offline, ``manifests/``) live.
+"""Follow ``partitions/``, the pin, the channel files, the keys file (and, offline, ``manifests/``) live.
 
 Each kind of change waits for its own quiet: a release is re-indexed once it has
 been quiet for ``quiet_seconds``, so a release copied file by file is not signed
@@ -238,8 +238,15 @@ class Watcher:
         self.pin_reads += 1
         merge(self.seen, await asyncio.to_thread(snapshot, self.layout, Plan(pin=True)))
         pinned = await asyncio.to_thread(state.indexer.read_pin)
-        state.index = replace(state.index, pinned=pinned)
+        channels = await asyncio.to_thread(state.indexer.read_channels)
+        before = state.index.channels
+        state.index = replace(state.index, pinned=pinned, channels=channels)
         logger.info("pin is now %s", "(none: newest)" if pinned is None else pinned or "(unusable: refused)")
+        if channels != before:
+            logger.info("channels are now: %s", ", ".join(
+                f"{c.name} ({'pin ' + c.pin if c.pin else 'newest'}"
+                f"{', rollout ' + c.rollout.version if c.rollout else ''})" for c in channels.channels.values())
+                or "(no channel file)")
 
     async def rescan(self) -> None:
         """Compare a stat signature of everything followed with the last one."""

@@ -47,6 +47,7 @@ def settings_for(workdir: Path, **overrides: object) -> Settings:
         keys_file=workdir / "keys.json",
         partitions_dir=workdir / "partitions",
         manifests_dir=workdir / "manifests",
+        channels_dir=workdir / "channels",
         signing_key=workdir / "signing.pem",
         quiet_seconds=0.3,
     )

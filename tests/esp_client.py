@@ -33,8 +33,10 @@ class ModuleError(AssertionError):
     """What makes a real module print an error and abort the update."""
 
 
-def _connect(host: str, port: int, tls: bool, timeout: float) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=timeout)
+def _connect(host: str, port: int, tls: bool, timeout: float, source: str | None = None) -> socket.socket:
+    """``source``: the module's own address (another loopback address stands for another module)."""
+    sock = socket.create_connection((host, port), timeout=timeout,
+                                    source_address=None if source is None else (source, 0))
     if tls:  # mode 1: esp-tls with an empty configuration, no CA check
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -43,7 +45,8 @@ def _connect(host: str, port: int, tls: bool, timeout: float) -> socket.socket:
     return sock
 
 
-def version_query(host: str, port: int, token: str, tls: bool = False, timeout: float = 10.0) -> str:
+def version_query(host: str, port: int, token: str, tls: bool = False, timeout: float = 10.0,
+                  source: str | None = None) -> str:
     """Plain ``AT+CIUPDATE``: the ``rom_version": "`` search, as both firmware generations do it.
 
     Current firmware reads until the buffer holds ``rom_version": `` and ``status`` or
@@ -51,7 +54,7 @@ def version_query(host: str, port: int, token: str, tls: bool = False, timeout: 
     out its socket timeout (``timeout`` here) before it reports ERROR. esp-at v2.x reads
     only once, so the version must already be in the first 1024-byte read.
     """
-    with _connect(host, port, tls, timeout) as sock:
+    with _connect(host, port, tls, timeout, source) as sock:
         request = f"GET /v1/device/rom/?is_format_simple=true HTTP/1.0\r\nHost: {host}:{port}\r\n"
         sock.sendall((request + HEADERS.format(token=token)).encode())
         first = data = chunk = sock.recv(READ_SIZE)

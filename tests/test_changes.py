@@ -97,9 +97,11 @@ def test_layout_comes_from_the_store_resolved(tmp_path: Path) -> None:
     settings = Settings(partitions_dir=tmp_path / "partitions", manifests_dir=tmp_path / "manifests",
                         keys_file=tmp_path / "keys.json", sign_manifests=False)
     layout = layout_of(LocalStore.from_settings(settings), settings)
-    assert layout == Layout(Roots(tmp_path / "releases-1", tmp_path / "manifests"), tmp_path / "keys.json", True)
+    assert layout == Layout(Roots(tmp_path / "releases-1", tmp_path / "manifests", Path("channels").resolve()),
+                            tmp_path / "keys.json", True)
     assert layout.roots.directories(manifests=True) == {"partitions": (tmp_path / "releases-1", True),
-                                                        "manifests": (tmp_path / "manifests", False)}
+                                                        "manifests": (tmp_path / "manifests", False),
+                                                        "channels": (Path("channels").resolve(), False)}
 
 
 def _disk(tmp_path: Path, offline: bool = False) -> Layout:
@@ -175,3 +177,15 @@ def test_a_partial_snapshot_records_only_what_it_names(tmp_path: Path) -> None:
     (tmp_path / "keys.json").unlink()
     merge(seen, snapshot(layout, Plan(frozenset({"v1"}), keys=True)))
     assert diff(seen, snapshot(layout)) == Plan(frozenset({"v2"}))
+
+
+def test_a_channel_file_is_re_read_with_the_pin(tmp_path: Path) -> None:
+    roots = Roots(tmp_path / "partitions", tmp_path / "manifests", tmp_path / "channels")
+    layout = Layout(roots, tmp_path / "keys.json", False)
+    assert plan([(1, str(tmp_path / "channels" / "beta.json"))], layout) == Plan(pin=True)
+    assert plan([(1, str(tmp_path / "channels" / ".beta.json.tmp"))], layout) == Plan()
+    assert plan([(1, str(tmp_path / "channels" / "notes.txt"))], layout) == Plan()
+    (tmp_path / "channels").mkdir()
+    before = snapshot(layout)
+    (tmp_path / "channels" / "beta.json").write_text("{}")
+    assert diff(before, snapshot(layout)) == Plan(pin=True)

@@ -277,3 +277,15 @@ def test_an_untrusted_file_may_take_admin_away_but_never_grant_it() -> None:
     found = [Key("dev", TOKEN, {"Role": "admin"}), Key("ops", ADMIN, {"Note": "now a device"})]
     ring = removals_only(previous, found)
     assert ring.find(TOKEN).role == "device" and ring.find(ADMIN).role == "device"
+
+
+def test_a_key_names_its_channel_and_stable_is_the_default() -> None:
+    keys = parse_keys('[{"Name": "a", "Token": "t1"}, {"Name": "b", "Token": "t2", "channel": "beta"}]')
+    assert [k.channel for k in keys] == ["stable", "beta"]
+    assert keys[1].to_dict() == {"Name": "b", "Token": "t2", "channel": "beta"}
+
+
+@pytest.mark.parametrize("channel", ['"../x"', '""', "7", '"a b"'])
+def test_a_channel_that_is_not_a_plain_name_makes_the_file_invalid(channel: str) -> None:
+    with pytest.raises(KeysFileError, match='entry 0 \\("a"\\): "channel"'):
+        parse_keys(f'[{{"Name": "a", "Token": "t", "channel": {channel}}}]')

@@ -111,6 +111,7 @@ CHANGED = Settings(
     rescan_seconds=7.5, cache_bytes=1234, stats_file=Path("/s.db"), header_timeout=4.5,
     max_unauthenticated_connections=3, log_format="json", extra_ports=(80, 8081),
     store="s3://ota/Fleet/EU", cache_dir=Path("007"), cache_dir_bytes=1 << 20, poll_seconds=0.5,
+    channels_dir=Path("/c"), upload_max_bytes=4096,
 )
 
 

@@ -78,6 +78,22 @@ class ReleaseView(Protocol):
     def open(self, name: str) -> AbstractContextManager[ReleaseFile]: ...
 
 
+class ReleaseStage(Protocol):
+    """A release being uploaded: invisible until committed, whole or not at all."""
+
+    def add(self, name: str, chunks: Iterable[bytes]) -> int:
+        """Write one release file (``<partition>.bin``) from ``chunks``; its length."""
+        ...
+
+    def read(self, name: str) -> bytes:
+        """A staged file's bytes, to check them before the commit."""
+        ...
+
+    def commit(self) -> None:
+        """Make the release appear at once and whole; refused if the release exists."""
+        ...
+
+
 class ReleaseStore(Protocol):
     """Releases, their manifests and the pin. Blocking: see the module's docstring.
 
@@ -116,6 +132,27 @@ class ReleaseStore(Protocol):
 
     def sync_manifests(self, versions: Iterable[str]) -> None: ...
 
+    def write_pin(self, version: str | None) -> None:
+        """Pin plain ``AT+CIUPDATE`` (the ``stable`` channel) to ``version``; None removes the pin."""
+        ...
+
+    def list_channels(self) -> set[str]:
+        """The channels that have a channel file (plain names); cheap: one listing."""
+        ...
+
+    def read_channel(self, name: str) -> bytes | None:
+        """A channel file as stored (its pin and rollout), None if there is none."""
+        ...
+
+    def write_channel(self, name: str, document: bytes | None) -> None:
+        """Replace a channel file atomically; None removes it (the channel follows the newest)."""
+        ...
+
+    def stage_release(self, version: str) -> AbstractContextManager[ReleaseStage]:
+        """A place to write a new release that nobody sees until ``ReleaseStage.commit``;
+        left without a commit, it is removed."""
+        ...
+
     def where(self, version: str, name: str | None = None) -> str:
         """Where a release (file) is, for log lines and the operator: never opened by it."""
         ...
@@ -123,3 +160,5 @@ class ReleaseStore(Protocol):
     def where_manifest(self, version: str) -> str: ...
 
     def where_pin(self) -> str: ...
+
+    def where_channel(self, name: str) -> str: ...

@@ -5,6 +5,7 @@
     partitions/<version>/<partition>.bin     a release: its files
     partitions/LATEST                        the pin (optional)
     manifests/<version>.json                 each release's signed manifest
+    channels/<name>.json                     a channel's pin and rollout (``channels``)
 
 and the only code that opens anything in it. Every release file, the pin and every
 manifest is opened through a chain of directory descriptors, each step with
@@ -27,6 +28,11 @@ The rules (the README's "Releases" section says the same to operators):
 - ``manifests/<version>.json`` is opened without following a symlink and must be a
   regular file of at most ``MANIFEST_LIMIT`` bytes. (Its bytes are used only once its
   signature verifies, so a link cannot smuggle anything out.)
+- ``channels/<name>.json`` likewise: no symlink, a regular file of at most
+  ``CHANNEL_LIMIT`` bytes, a plain name; its text never reaches a log.
+- An uploaded release is written into a dot-directory in ``partitions/`` (never
+  indexed, same filesystem), each file created new (``O_EXCL``, no symlink followed),
+  and renamed into place whole once checked.
 
 Failures of these rules raise ``ContainmentError``; plain I/O errors stay ``OSError``
 for the caller to report.
@@ -55,6 +61,8 @@ from sanic_ota.settings import Settings
 from sanic_ota.store import FileInfo, Identity
 from sanic_ota.versions import is_plain_name, is_release_file
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 logger = logging.getLogger("sanic_ota.store.local")
 
 PIN_FILE = "LATEST"
@@ -63,6 +71,11 @@ PIN_LIMIT = 1024
 #: Far above any real manifest (a few hundred bytes per file), far below memory trouble.
 MANIFEST_LIMIT = 16 * 1024 * 1024
 MANIFEST_SUFFIX = ".json"
+#: A channel file is a pin and a rollout of a few steps: a few hundred bytes.
+CHANNEL_LIMIT = 64 * 1024
+CHANNEL_SUFFIX = ".json"
+#: Uploads are staged in ``partitions/.upload-<version>-<random>``: a dot-directory, never indexed.
+STAGE_PREFIX = ".upload-"
 
 #: Directories a replica's mirror fetches into, inside partitions/ (see ``LocalStore.staging``).
 STAGING_PREFIX = ".mirror-"
@@ -226,17 +239,68 @@ class LocalRelease:
             opened.close()
 
 
-class LocalStore:
-    """``partitions/`` (releases and the pin) and ``manifests/``, read without leaving them."""
+class LocalStage:
+    """A release being uploaded, in a dot-directory of ``partitions/`` nobody indexes."""
 
-    def __init__(self, partitions: Path, manifests: Path) -> None:
+    def __init__(self, path: Path, target: Path) -> None:
+        self.path, self.target = path, target
+        self.committed = False
+
+    def add(self, name: str, chunks: Iterable[bytes]) -> int:
+        if not is_release_file(name):
+            raise ContainmentError(f"{name!r} is not a release file name (<partition>.bin, a plain name)")
+        fd = os.open(self.path / name, _NEW_FILE, 0o644)  # a name twice: FileExistsError
+        total = 0
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+                total += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return total
+
+    def read(self, name: str) -> bytes:
+        fd = os.open(self.path / _plain(name), _FILE)
+        try:
+            return _read(fd, None)
+        finally:
+            os.close(fd)
+
+    def commit(self) -> None:
+        if os.path.lexists(self.target):
+            raise FileExistsError(errno.EEXIST, "release exists", self.target.name)
+        os.rename(self.path, self.target)
+        self.committed = True
+        _fsync_directory(self.target.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, _DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """``partitions/`` (releases and the pin), ``manifests/`` and ``channels/``, read without leaving them."""
+
+    def __init__(self, partitions: Path, manifests: Path, channels: Path | None = None) -> None:
         self.partitions = Path(partitions)
         self.manifests = Path(manifests)
+        self.channels_dir = Path(channels) if channels is not None else self.partitions.parent / "channels"
         self._linked: set[str] = set()  # symlinked release directories already logged
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalStore:
-        return cls(settings.partitions_dir, settings.manifests_dir)
+        return cls(settings.partitions_dir, settings.manifests_dir, settings.channels_dir)
 
     # -- where things are, for log lines ------------------------------------------------
 
@@ -339,6 +403,56 @@ class LocalStore:
     def sync_manifests(self, versions: Iterable[str]) -> None:
         make_durable([self._manifest_path(version) for version in versions])
 
+    def write_pin(self, version: str | None) -> None:
+        path = self.partitions / PIN_FILE
+        if version is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, f"{_plain(version)}\n".encode())
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def where_channel(self, name: str) -> str:
+        return str(self.channels_dir / f"{_plain(name)}{CHANNEL_SUFFIX}")
+
+    def list_channels(self) -> set[str]:
+        return {name[: -len(CHANNEL_SUFFIX)] for name in _names(self.channels_dir)
+                if name.endswith(CHANNEL_SUFFIX) and is_plain_name(name[: -len(CHANNEL_SUFFIX)])}
+
+    def read_channel(self, name: str) -> bytes | None:
+        """``channels/<name>.json``, None if absent; never through a symlink, at most ``CHANNEL_LIMIT``."""
+        return _read_small(self.channels_dir, f"{_plain(name)}{CHANNEL_SUFFIX}", f"channels/{name}{CHANNEL_SUFFIX}",
+                           CHANNEL_LIMIT, inside=False)
+
+    def write_channel(self, name: str, document: bytes | None) -> None:
+        path = self.channels_dir / f"{_plain(name)}{CHANNEL_SUFFIX}"
+        if document is None:
+            path.unlink(missing_ok=True)
+            return
+        if len(document) > CHANNEL_LIMIT:
+            raise ContainmentError(f"a channel file is at most {CHANNEL_LIMIT} bytes")
+        self.channels_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, document)
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    @contextmanager
+    def stage_release(self, version: str) -> Iterator[LocalStage]:
+        """``partitions/.upload-<version>-<random>/``, renamed to ``partitions/<version>`` on commit.
+
+        The same filesystem as the releases, so the rename is atomic; a dot-directory,
+        so the watcher never indexes it half-written. Removed unless committed.
+        """
+        self.ensure_partitions()
+        path = self.partitions / f"{STAGE_PREFIX}{_plain(version)}-{secrets.token_hex(6)}"
+        os.mkdir(path, 0o755)
+        stage = LocalStage(path, self.partitions / version)
+        try:
+            yield stage
+        finally:
+            if not stage.committed:
+                shutil.rmtree(path, ignore_errors=True)
+
     def publish(self, version: str, files: Mapping[str, bytes]) -> None:
         """Write a release's files, each atomically (mode 0644): how the example release is
         made. Operators publish by copying a directory in; the server never writes here."""
@@ -401,8 +515,9 @@ class LocalStore:
                      if name.endswith(MANIFEST_SUFFIX) and is_plain_name(name[: -len(MANIFEST_SUFFIX)])}
         return self.list_releases(), manifests
 
-    def write_pin(self, document: bytes | None) -> None:
-        """Replace ``partitions/LATEST`` atomically; None removes it."""
+    def copy_pin(self, document: bytes | None) -> None:
+        """A mirror's copy of its bucket's ``LATEST``, byte for byte, so the indexer judges
+        it as it judges a local one (an unusable pin stays unusable); None removes it."""
         if document is None:
             (self.partitions / PIN_FILE).unlink(missing_ok=True)
             return
@@ -422,14 +537,16 @@ class LocalStore:
 
     def roots(self) -> Roots:
         """The directories as they resolve now: a symlinked ``partitions/`` may point elsewhere later."""
-        return Roots(self.partitions.resolve(), self.manifests.resolve())
+        return Roots(self.partitions.resolve(), self.manifests.resolve(), self.channels_dir.resolve())
 
 
 #: What ``stat`` says about one path (None: absent). Equal signatures: nothing to re-read.
 Signature = tuple[object, ...] | None
-#: What changed, as the watcher counts it: ("release", version), ("manifest", version), ("pin", "").
+#: What changed, as the watcher counts it: ("release", version), ("manifest", version), ("pin", ""),
+#: ("channel", name).
 Item = tuple[str, str]
 PIN = ("pin", "")
+CHANNEL = "channel"
 
 
 @dataclass(frozen=True)
@@ -438,6 +555,7 @@ class Roots:
 
     partitions: Path
     manifests: Path
+    channels: Path | None = None  # None: no channel files are followed
 
     @property
     def pin(self) -> Path:
@@ -446,6 +564,8 @@ class Roots:
     def directories(self, manifests: bool) -> dict[str, tuple[Path, bool]]:
         """The directories to watch, by role, and whether recursively."""
         wanted = {"partitions": (self.partitions, True)}
+        if self.channels is not None:
+            wanted["channels"] = (self.channels, False)
         if manifests:
             wanted["manifests"] = (self.manifests, False)
         return wanted
@@ -459,6 +579,10 @@ class Roots:
         """
         if path == self.pin:
             return PIN
+        if self.channels is not None and path.parent == self.channels and path.suffix == CHANNEL_SUFFIX:
+            if is_plain_name(path.stem) and not is_temporary(path.name):
+                return (CHANNEL, path.stem)
+            return None
         if path.is_relative_to(self.partitions) and path != self.partitions:
             parts = path.relative_to(self.partitions).parts
             if not is_plain_name(parts[0]) or any(is_temporary(p) for p in parts) or len(parts) > 2:
@@ -492,6 +616,10 @@ class Roots:
                     found[("manifest", version)] = signature(self.manifests / f"{version}{MANIFEST_SUFFIX}")
         if pin:
             found[PIN] = signature(self.pin)
+            if self.channels is not None:  # channel files are re-read with the pin: both are small
+                for name in _names(self.channels):
+                    if name.endswith(CHANNEL_SUFFIX) and is_plain_name(name[: -len(CHANNEL_SUFFIX)]):
+                        found[(CHANNEL, name[: -len(CHANNEL_SUFFIX)])] = signature(self.channels / name)
         return found
 
 

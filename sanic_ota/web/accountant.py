@@ -20,6 +20,7 @@ from sanic import HTTPResponse, Request
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.audit import format_record
+from sanic_ota.fleet import Fleet
 from sanic_ota.logs import LogWriter
 from sanic_ota.stats import Stats
 from sanic_ota.web.metrics import Metrics
@@ -56,17 +57,21 @@ class Accountant:
     The fourth reader, the status page's failure list, reads the statistics.
     """
 
-    def __init__(self, log_format: str, log: LogWriter, metrics: Metrics, stats: Stats) -> None:
+    def __init__(self, log_format: str, log: LogWriter, metrics: Metrics, stats: Stats, fleet: Fleet | None = None
+                 ) -> None:
         self.log_format = log_format
         self.log = log
         self.metrics = metrics
         self.stats = stats
+        self.fleet = fleet
 
     def close(self, record: RequestRecord, status: int, sent: int, length: int) -> None:
         if record.close(status, sent, length):
             self.log.audit(format_record(record, self.log_format))
             self.metrics.observe(record)
             self.stats.observe(record)
+            if self.fleet is not None:
+                self.fleet.observe(record)
 
     def answered(self, request: Request, response: HTTPResponse) -> None:
         """From the response middleware, for every answer, before it is written.

@@ -18,8 +18,9 @@ from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
 from sanic.response import raw
 
-from sanic_ota import signed_urls
+from sanic_ota import channels, signed_urls
 from sanic_ota.accounting import Kind
+from sanic_ota.channels import DEFAULT_CHANNEL
 from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
 from sanic_ota.keys import Key
@@ -61,7 +62,7 @@ def _device(request: Request, kind: Kind) -> Key:
     record = begin(request, kind)
     state = _state(request)
     key = authenticate(request, state.keyring, state.limiter)
-    record.key = key.name
+    record.key, record.channel = key.name, key.channel
     return key
 
 
@@ -79,9 +80,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
     args = request.get_args(keep_blank_values=True)
     if not any(name in args for name in ("action", "version", "filename")):
-        _device(request, Kind.VERSION_QUERY)
-        state = _state(request)
-        return version_query(state.index, state.store_status.read() if state.store_status else None)
+        key = _device(request, Kind.VERSION_QUERY)
+        return version_query(_state(request), key, record_of(request).client)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -99,7 +99,8 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     record.version, record.file = version, filename  # plain names, safe to log
     if signed:
         state = _state(request)
-        record.key = authenticate_signed(request, state.keyring, state.limiter, version, filename).name
+        key = authenticate_signed(request, state.keyring, state.limiter, version, filename)
+        record.key, record.channel = key.name, key.channel
     return await download(request, version, filename)
 
 
@@ -158,30 +159,49 @@ async def _release(state: State, version: str) -> Release:
     raise error
 
 
-def version_query(index: Index, store: StoreStatus | None = None) -> HTTPResponse:
+def nothing_to_offer(error: NotFound, store: StoreStatus | None) -> NotFound | Unavailable:
+    """The answer when no release can be offered: 404, unless this is a replica that holds
+    nothing while it has not listed its store; it is not sure there is none: 503, ask again."""
+    if store is None or store.synced:
+        return error
+    why = "its store has not been listed yet" if store.message == NOT_LISTED else f"its store is down: {store.message}"
+    return Unavailable(f"{error.message}: this replica holds no release yet, and {why}")
+
+
+def version_query(state: State, key: Key, caller: str) -> HTTPResponse:
     """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
 
-    A replica (``store``) that holds no release while it has not listed its store is
-    not sure there is none: 503, to be asked again, not 404.
+    The release is the key's channel's (``channels.offer``: its base, or its rollout's
+    release for a caller in the rollout); the fleet view counts the offer.
     """
+    index = state.index
     try:
-        release = index.latest()
+        release, rollout = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)
     except NotFound as e:
-        if store is None or store.synced:
-            raise
-        why = "its store has not been listed yet" if store.message == NOT_LISTED else \
-            f"its store is down: {store.message}"
-        raise Unavailable(f"{e.message}: this replica holds no release yet, and {why}") from None
-    return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
+        raise nothing_to_offer(e, state.store_status.read() if state.store_status else None) from None
+    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
+    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
+    if key.channel == DEFAULT_CHANNEL:
+        pinned = index.pinned is not None
+    else:
+        pinned = index.channels.get(key.channel).pin is not None
+    return esp_json({"status": 200, "rom_version": release.version, "pinned": pinned})
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
-    _device(request, Kind.LISTING)
-    return esp_json(listing_body(_state(request).index))
+    """Every version for ``stable``; for another channel, none newer than what it is offered."""
+    key = _device(request, Kind.LISTING)
+    state = _state(request)
+    newest = None
+    if key.channel != DEFAULT_CHANNEL:
+        caller = record_of(request).client
+        newest = channels.offer(state.index, key.name, key.channel, caller, time.time(),
+                                state.fleet.was_offered)[0].version
+    return esp_json(listing_body(state.index, newest=newest))
 
 
-def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
+def listing_body(index: Index, limit: int = LISTING_LIMIT, newest: str | None = None) -> dict[str, object]:
     """Every version newest first, as ``"version": "X", `` items, cut to fit ``limit`` bytes.
 
     Each item has a field after ``version`` because the module crashes on a
@@ -189,12 +209,14 @@ def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:
     is listed too, marked ``"servable": false``, so the first entry is never older
     than what the version query counts as newest: a host that takes the first entry
     would otherwise be led to an older release. The oldest are cut first and
-    ``omitted`` says how many.
+    ``omitted`` says how many. ``newest``: a channel's caller sees no version newer
+    than the one it is offered.
     """
     items = [
         {"version": v, "serial": index.releases[v].manifest.serial, "files": len(index.releases[v].manifest.files)}
         if v in index.releases else {"version": v, "servable": False}
         for v in index.listed
+        if newest is None or not channels.is_newer(v, newest)
     ]
     body: dict[str, object] = {"status": 200, "versions": items, "omitted": 0}
     size = len(json.dumps(body))
@@ -229,7 +251,9 @@ async def manifest_file(request: Request, version: str) -> HTTPResponse:
 async def sign_url(request: Request) -> HTTPResponse:
     """Mint a signed download URL for a named key (admin keys only), for a product's backend.
 
-    ``key``, ``version`` and ``filename`` are required; ``expires`` is the lifetime in
+    ``key`` and ``filename`` are required, and ``version``, unless ``device`` names the
+    device the URL is for: then the key's channel chooses the release (its rollout
+    buckets by the device instead of an address); ``expires`` is the lifetime in
     seconds (default 7 days). The URL's base is the address this request reached
     (scheme and Host). The audit line names the admin key, release and file; the
     key the URL is for goes to the ``sanic_ota.auth`` log, and the URL only to the
@@ -243,7 +267,16 @@ async def sign_url(request: Request) -> HTTPResponse:
     name = _single(args, "key")
     if not name:
         raise BadRequest("missing key (the name of the key the URL is for)")
-    version = check_name(_single(args, "version"), "version")
+    found = [k for k in state.keyring.keys if k.name == name]
+    if len(found) != 1:
+        raise NotFound(f"no key named {name!r}" if not found else f"more than one key named {name!r}")
+    device = _single(args, "device")
+    if device is not None:
+        device = check_name(device, "device")
+    if _single(args, "version") is None and device is not None:
+        version = _offer_for_device(state, found[0], device)
+    else:
+        version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
     record.version, record.file = version, filename
     lifetime_text = _single(args, "expires")
@@ -253,16 +286,24 @@ async def sign_url(request: Request) -> HTTPResponse:
         lifetime = int(lifetime_text)
     else:
         raise BadRequest(f"expires must be a number of seconds from 1 to {signed_urls.MAX_LIFETIME}")
-    found = [k for k in state.keyring.keys if k.name == name]
-    if len(found) != 1:
-        raise NotFound(f"no key named {name!r}" if not found else f"more than one key named {name!r}")
     if filename not in state.index.release(version).manifest.files:
         raise NotFound(f"release {version} has no file {filename}")
     expires = int(time.time()) + lifetime
     logger.info("admin %r signed a URL for key %r: %s/%s until %d", admin.name, name, version, filename, expires)
     base = f"{request.scheme}://{request.host}"
     return esp_json({"status": 200, "url": signed_urls.url(base, found[0], version, filename, expires),
-                     "key": name, "version": version, "filename": filename, "expires": expires})
+                     "key": name, "version": version, "filename": filename, "expires": expires, "device": device})
+
+
+def _offer_for_device(state: State, key: Key, device: str) -> str:
+    """The release the key's channel offers this device, as the version query would offer a
+    caller: the device's id, supplied by the product's backend, stands in for the address."""
+    caller = f"device:{device}"
+    release, rollout = channels.offer(state.index, key.name, key.channel, caller, time.time(),
+                                      state.fleet.was_offered)
+    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
+    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
+    return release.version
 
 
 @bp.route("/metrics", methods=GET_AND_HEAD, strict_slashes=True)

@@ -26,7 +26,7 @@ from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
-from sanic_ota.web import metrics, routes, status
+from sanic_ota.web import admin, metrics, routes, status
 from sanic_ota.web.accountant import Accountant
 from sanic_ota.web.connections import AddressSlots
 from sanic_ota.web.ports import check_listening, listen_also
@@ -46,6 +46,7 @@ TIMEOUT_DEFAULTS = {
 WATCHER_TASK = "sanic_ota.watcher"
 STATS_TASK = "sanic_ota.stats"
 MIRROR_TASK = "sanic_ota.mirror"
+FLEET_TASK = "sanic_ota.fleet"
 
 _names = itertools.count()
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     redact_signatures()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
+    app.blueprint(admin.bp)
     app.error_handler.add(Exception, handle_exception)
     app.error_handler.add(RequestCancelled, handle_exception)  # a BaseException: not caught above
 
@@ -114,7 +116,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
             await check_store(settings)
         state = await asyncio.to_thread(open_state, settings, app_metrics.manifest_event)
         app.ctx.state = state
-        app.ctx.accountant = Accountant(settings.log_format, log, app_metrics, state.stats)
+        app.ctx.accountant = Accountant(settings.log_format, log, app_metrics, state.stats, state.fleet)
         app.ctx.watcher = Watcher(state, on_index=app_metrics.releases, on_keys=app_metrics.keys_file)
         app_metrics.releases(state.index)
         app_metrics.keys_file(state.keys_file)
@@ -124,6 +126,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app.ctx.mirror = Mirror(settings, state.verifier) if settings.store else None
         if app.ctx.mirror is not None:
             app.add_task(app.ctx.mirror.run(), name=MIRROR_TASK)
+        app.add_task(flush_periodically(state.fleet, app.ctx.stats_stop), name=FLEET_TASK)
 
     @app.after_server_start
     async def started(app: Sanic) -> None:
@@ -138,7 +141,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app.ctx.stats_stop.set()
         if app.ctx.mirror is not None:
             app.ctx.mirror.stop()
-        tasks = [t for name in (WATCHER_TASK, STATS_TASK, MIRROR_TASK)
+        tasks = [t for name in (WATCHER_TASK, STATS_TASK, FLEET_TASK, MIRROR_TASK)
                  if (t := app.get_task(name, raise_exception=False))]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
@@ -149,6 +152,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app_metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)
+        await asyncio.to_thread(app.ctx.state.fleet.flush)
         log.stop()  # last: what the stop logged is written too
 
     @app.on_response

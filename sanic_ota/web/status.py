@@ -10,14 +10,17 @@ function of plain data; the handler only gathers that data.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import html
 
 from sanic_ota.accounting import Kind
 from sanic_ota.errors import OtaError
+from sanic_ota.fleet import Group
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
 from sanic_ota.mirror_status import StoreStatus
@@ -25,6 +28,7 @@ from sanic_ota.releases import Index, Release
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
+from sanic_ota.web.admin import channel_listing, rollouts
 from sanic_ota.web.auth import authenticate_admin
 from sanic_ota.web.routes import GET_AND_HEAD
 
@@ -56,13 +60,18 @@ async def status_page(request: Request) -> HTTPResponse:
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
     snapshot = await asyncio.to_thread(state.stats.snapshot)
     store = await asyncio.to_thread(state.store_status.read) if state.store_status is not None else None
-    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file, store)
+    groups = await asyncio.to_thread(state.fleet.snapshot)
+    now = time.time()
+    page = render_status(state.index, state.verifier.keyid, snapshot, utc_now(), state.keys_file, store,
+                         groups, rollouts(state, groups, now), channel_listing(state, now)["channels"])
     return html(page, headers=HEADERS)
 
 
 def render_status(
     index: Index, keyid: str, snapshot: Snapshot, generated: str, keys_file: KeysFileStatus | None = None,
     store: StoreStatus | None = None,
+    fleet: list[Group] | None = None, rollout_rows: list[dict[str, Any]] | None = None,
+    channel_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     """The whole page: the keys file if it is not applied, a replica's store, what plain
     AT+CIUPDATE gets, downloads, releases, failures."""
@@ -75,6 +84,9 @@ def render_status(
         _latest(index),
         _unversioned(index),
         _downloads(index, snapshot),
+        _channels(channel_rows or []),
+        _rollouts(rollout_rows or []),
+        _fleet(fleet or []),
     ]
     counts = {key: sum(row) for key, row in snapshot.downloads.items()}
     for version in index.versions():
@@ -205,3 +217,57 @@ def _failures(failures: list[Failure]) -> str:
     )
     return (f"<h2>Recent failures</h2><table><tr><th>time (UTC)</th><th>request</th><th>client</th><th>key</th>"
             f"<th>release</th><th>file</th><th>status</th><th>what</th></tr>{rows}</table>")
+
+
+def _channels(rows: list[dict[str, Any]]) -> str:
+    """Shown once a channel other than stable exists (a key's field or a channel file)."""
+    if [r["name"] for r in rows] in ([], ["stable"]):
+        return ""
+    body = "".join(
+        f"<tr id='channel-{escape(r['name'])}'><td>{escape(r['name'])}</td>"
+        f"<td>{escape(', '.join(r.get('keys', [])) or '-')}</td><td>{escape(r.get('pin') or 'newest')}</td>"
+        f"<td>{_offers(r)}</td></tr>"
+        for r in rows
+    )
+    return ("<h2>Channels</h2><table><tr><th>channel</th><th>keys</th><th>pinned to</th>"
+            f"<th>version query answers (before any rollout)</th></tr>{body}</table>")
+
+
+def _offers(row: dict[str, Any]) -> str:
+    if row.get("problem"):
+        return f"<span class=bad>nothing ({escape(row['problem'])})</span>"
+    return f"<b class=ok>{escape(row.get('offers') or '-')}</b>"
+
+
+def _rollouts(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<h2>Rollouts</h2><p class=muted>No rollout.</p>"
+    body = "".join(
+        f"<tr id='rollout-{escape(r['channel'])}'><td>{escape(r['channel'])}</td><td>{escape(r['version'])}</td>"
+        f"<td class=n>{r['percent_now']:g}%</td>"
+        f"<td>{'<span class=bad>halted</span>' if r['halted'] else '<span class=ok>rolling</span>'}</td>"
+        f"<td class=n>{r['offered']}</td><td class=n>{r['downloaded']}</td><td>{escape(r['started'])}</td></tr>"
+        for r in rows
+    )
+    return ("<h2>Rollouts</h2><table><tr><th>channel</th><th>release</th><th>offered to</th><th>state</th>"
+            f"<th>offers</th><th>full downloads</th><th>started (UTC)</th></tr>{body}</table>")
+
+
+def _counts(by_release: dict[str, int]) -> str:
+    return "<br>".join(f"{escape(v)}: {n}" for v, n in sorted(by_release.items())) or "-"
+
+
+def _fleet(groups: list[Group]) -> str:
+    """Per key and channel: counts since the statistics file was made, not a 24 h window."""
+    if not groups:
+        return "<h2>Fleet</h2><p class=muted>No key seen yet.</p>"
+    body = "".join(
+        f"<tr><td>{escape(g.key)}</td><td>{escape(g.channel)}</td><td>{_counts(g.offered)}</td>"
+        f"<td>{_counts(g.downloaded)}</td><td>{escape(str(g.to_dict()['last_seen'] or '-'))}</td>"
+        f"<td class=n>{'&ge;' if g.addresses_capped else ''}{g.addresses}</td><td>{_counts(g.failures)}</td></tr>"
+        for g in groups
+    )
+    return ("<h2>Fleet</h2><p class=muted>Per key and channel since counting began; JSON for scripts: "
+            "<code>/v1/admin/fleet</code>. Addresses are approximate: modules behind one NAT or proxy share one."
+            "</p><table><tr><th>key</th><th>channel</th><th>offered (version query)</th><th>full downloads</th>"
+            f"<th>last seen (UTC)</th><th>addresses</th><th>failures</th></tr>{body}</table>")

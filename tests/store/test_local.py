@@ -371,10 +371,10 @@ def test_a_mirror_installs_and_removes_releases_manifest_first(tmp_path: Path) -
     with store.release("v2") as release:
         assert release.names() == ["mqtt_ca.bin"]
     assert store.read_manifest("v2") == b"{manifest 2}" and not again.exists()
-    store.write_pin(b"v2\n")
+    store.copy_pin(b"v2\n")
     assert store.read_pin() == "v2" and store.installed() == ({"v2"}, {"v2"})
     store.staging("v3")  # a fetch cut short by a crash
     store.clear_staging()
     store.remove("v2")
-    store.write_pin(None)
+    store.copy_pin(None)
     assert os.listdir(store.partitions) == [] and store.installed() == (set(), set())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,12 +22,14 @@ from conftest import VERSION, example
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sanic_ota import manifest as manifests
+from sanic_ota.channels import Channel, dump
 from sanic_ota.errors import IntegrityError
 from sanic_ota.filecache import VerifiedFiles
 from sanic_ota.records import SERIALS_FILE, Records
 from sanic_ota.releases import Indexer
 from sanic_ota.signing import Signer
 from sanic_ota.store import FileInfo
+from sanic_ota.uploads import unpack
 from sanic_ota.versions import is_release_file
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
@@ -63,10 +67,31 @@ class MemoryRelease:
         yield MemoryFile(data, _info(data, changed))
 
 
+class MemoryStage:
+    """An upload held aside until committed, as a bucket would hold it under a temporary prefix."""
+
+    def __init__(self, store: MemoryStore, version: str) -> None:
+        self.store, self.version, self.files = store, version, {}
+
+    def add(self, name: str, chunks: Iterable[bytes]) -> int:
+        self.files[name] = b"".join(chunks)
+        return len(self.files[name])
+
+    def read(self, name: str) -> bytes:
+        return self.files[name]
+
+    def commit(self) -> None:
+        if self.version in self.store.objects:
+            raise FileExistsError(self.version)
+        for name, data in self.files.items():
+            self.store.put(self.version, name, data)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, tuple[bytes, int]]] = {}
         self.manifests: dict[str, bytes] = {}
+        self.channels: dict[str, bytes] = {}
         self.pin: str | None = None
 
     def put(self, version: str, name: str, data: bytes) -> None:
@@ -107,6 +132,28 @@ class MemoryStore:
 
     def where_pin(self) -> str:
         return "mem://LATEST"
+
+    def write_pin(self, version: str | None) -> None:
+        self.pin = version
+
+    def list_channels(self) -> set[str]:
+        return set(self.channels)
+
+    def read_channel(self, name: str) -> bytes | None:
+        return self.channels.get(name)
+
+    def write_channel(self, name: str, document: bytes | None) -> None:
+        if document is None:
+            self.channels.pop(name, None)
+        else:
+            self.channels[name] = document
+
+    def where_channel(self, name: str) -> str:
+        return f"mem://channels/{name}.json"
+
+    @contextmanager
+    def stage_release(self, version: str) -> Iterator[MemoryStage]:
+        yield MemoryStage(self, version)
 
 
 @pytest.fixture
@@ -159,3 +206,19 @@ def test_the_pin_and_what_is_missing_are_said_in_the_stores_terms(store: MemoryS
     index = Indexer(store, Records(tmp_path), SIGNER.verifier, None).build()  # offline: nothing signed here
     assert not index.releases and index.pinned == VERSION
     assert index.problems[VERSION].startswith("no manifest mem://manifests/v1.0.0.json; sign one with")
+
+
+def test_channels_and_uploads_go_through_any_store(store: MemoryStore, tmp_path: Path) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        data = example.build_app_image("v9.0.0")
+        info = tarfile.TarInfo("ota.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    archive.seek(0)
+    unpack(store, "v9.0.0", archive, SIGNER.verifier, signing=True)
+    store.write_channel("beta", dump(Channel("beta", pin="v9.0.0")))
+    store.write_channel("broken", b"{")
+    index = Indexer(store, Records(tmp_path), SIGNER.verifier, SIGNER).build()
+    assert index.base("beta").version == "v9.0.0"
+    assert set(index.channels.problems) == {"broken"}

@@ -18,8 +18,8 @@ import sanic_ota
 PACKAGE = Path(sanic_ota.__file__).resolve().parent
 #: The one module that knows the layout, and the settings that name its two roots.
 LAYOUT_MODULES = {PACKAGE / "store" / "local.py", PACKAGE / "settings.py"}
-#: Settings naming the roots, and the local store's own attributes for them.
-LAYOUT_NAMES = {"partitions_dir", "manifests_dir", "partitions", "manifests"}
+#: Settings naming the roots (releases, manifests, channel files), and the local store's own attributes for them.
+LAYOUT_NAMES = {"partitions_dir", "manifests_dir", "channels_dir", "partitions", "manifests"}
 #: File names of the layout.
 LAYOUT_FILES = {"LATEST"}
 

@@ -106,3 +106,22 @@ def test_piped_keys_go_to_stdout_and_no_file_is_touched(tmp_path: Path) -> None:
     assert keys[0] == {"Name": "admin", "Token": TOKEN, "Role": "admin"}
     assert keys[1]["Name"] == "device-1" and HEX40.fullmatch(keys[1]["Token"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_channel_is_kept_in_the_entry(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = in_tmp / "keys.json"
+    save_keys(path, [Key("plant-7", TOKEN, {"Note": "line 3"})])
+    assert keygen.main(["plant-7", "--keys", str(path), "--channel", "beta"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert json.loads(path.read_text()) == [{"Name": "plant-7", "Token": token, "Note": "line 3", "channel": "beta"}]
+    assert keygen.main(["plant-7", "--keys", str(path)]) == 0  # a new token keeps the channel
+    assert load_keys(path)[0].channel == "beta"
+
+
+def test_a_channel_that_is_not_a_plain_name_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = in_tmp / "keys.json"
+    save_keys(path, [Key("plant-7", TOKEN)])
+    before = path.read_bytes()
+    assert keygen.main(["plant-7", "--keys", str(path), "--channel", "../beta"]) == 2
+    assert "plain name" in capsys.readouterr().err
+    assert path.read_bytes() == before

@@ -16,7 +16,7 @@ from sanic_ota.manifest import Manifest
 from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
-from sanic_ota.web.routes import listing_body, version_query
+from sanic_ota.web.routes import listing_body, nothing_to_offer
 from sanic_ota.web.server import create_app
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -319,12 +319,11 @@ def test_ranges_of_a_file_larger_than_the_cache_come_from_the_verified_copy(work
 
 
 def test_a_replica_that_holds_nothing_and_has_not_listed_its_store_answers_503() -> None:
-    with pytest.raises(NotFound):  # a local disk with no release: 404, as ever
-        version_query(Index())
-    with pytest.raises(Unavailable, match="has not been listed yet"):
-        version_query(Index(), StoreStatus("s3://b/p"))
-    with pytest.raises(Unavailable, match="its store is down: the store did not answer"):
-        version_query(Index(), StoreStatus("s3://b/p", up=False, message="the store did not answer (X)",
-                                           last_sync=None))
-    with pytest.raises(NotFound):  # listed, and the bucket holds no release
-        version_query(Index(), StoreStatus("s3://b/p", up=True, message="", last_sync=1.0))
+    nothing = NotFound("no release")
+    assert nothing_to_offer(nothing, None) is nothing  # a local disk with no release: 404, as ever
+    assert "has not been listed yet" in nothing_to_offer(nothing, StoreStatus("s3://b/p")).message
+    down = StoreStatus("s3://b/p", up=False, message="the store did not answer (X)", last_sync=None)
+    assert isinstance(nothing_to_offer(nothing, down), Unavailable)
+    assert "its store is down: the store did not answer" in nothing_to_offer(nothing, down).message
+    listed = StoreStatus("s3://b/p", up=True, message="", last_sync=1.0)
+    assert nothing_to_offer(nothing, listed) is nothing  # listed, and the bucket holds no release
