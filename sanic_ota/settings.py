@@ -64,7 +64,8 @@ class Settings:
     )
     sign_manifests: bool = field(
         default=True,
-        metadata=_doc("true: the server signs manifests; false: it only verifies them."),
+        metadata=_doc("true: the server signs manifests; false: it only verifies them (the default with "
+                      "SANIC_OTA_STORE, where true is refused)."),
     )
     quiet_seconds: float = field(
         default=1.0,
@@ -190,6 +191,8 @@ class Settings:
             key = CONFIG_PREFIX + f.name.upper()
             if key in config and config[key] is not None:
                 values[f.name] = _coerce(f.name, f.default, config[key])
+        if values.get("store") and "sign_manifests" not in values:
+            values["sign_manifests"] = False  # a replica only verifies; only an explicit true is refused
         return cls(**values)
 
     @classmethod

@@ -180,8 +180,13 @@ def test_a_store_serves_from_the_cache_directory_and_only_verifies() -> None:
     assert Settings().store == "" and Settings().partitions_dir == Path("partitions")  # no store: as ever
 
 
+def test_a_store_only_verifies_unless_told_otherwise_which_is_refused() -> None:
+    assert Settings.from_config({"OTA_STORE": "s3://b/p"}).sign_manifests is False
+    assert Settings.from_config({}).sign_manifests is True  # a local server signs, as ever
+
+
 @pytest.mark.parametrize(("values", "message"), [
-    ({"OTA_STORE": "s3://b/p"}, "SANIC_OTA_SIGN_MANIFESTS=true cannot go with SANIC_OTA_STORE"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "true"}, "SANIC_OTA_SIGN_MANIFESTS=true cannot go with"),
     ({"OTA_STORE": "https://b/p", "OTA_SIGN_MANIFESTS": "false"}, "expected s3://bucket/prefix"),
     ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_PARTITIONS_DIR": "/srv/partitions"},
      "SANIC_OTA_PARTITIONS_DIR is not used with SANIC_OTA_STORE"),
