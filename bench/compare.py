@@ -80,6 +80,8 @@ def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: l
         }
         check_wire(servers["ours"].port, ws.token, args.wire_samples, WIRE_CASES, wire)
         for scenario in SCENARIOS:
+            if args.scenarios and not any(word in scenario.name for word in args.scenarios.split(",")):
+                continue
             got = measure_scenario(args, ws, servers, scenario)
             unit = "MB/s" if scenario.body_bytes else "req/s"
             medians = {name: statistics.median(rates) for name, (rates, _) in got.items()}
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figures", default="ratios,memory,startup,hash,profile", help="comma-separated subset")
     parser.add_argument("--workers", default="1,2", help="worker counts for the ratio figures")
+    parser.add_argument("--scenarios", default="", help="only scenarios whose name has one of these words")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per figure; the median is shown")
     parser.add_argument("--duration", default="5s", help="wrk -d per measurement")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c")

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from sanic import HTTPResponse, Request
 
 from sanic_ota.accounting import Kind, RequestRecord
-from sanic_ota.audit import format_record
 from sanic_ota.logs import LogWriter
 from sanic_ota.stats import Stats
 from sanic_ota.web.metrics import Metrics
@@ -64,7 +63,7 @@ class Accountant:
 
     def close(self, record: RequestRecord, status: int, sent: int, length: int) -> None:
         if record.close(status, sent, length):
-            self.log.audit(format_record(record, self.log_format))
+            self.log.audit_record(record, self.log_format)
             self.metrics.observe(record)
             self.stats.observe(record)
 

@@ -14,10 +14,12 @@ The module parses responses by searching bytes (see ``shared/esp-at-client.md``)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sanic import HTTPResponse, Request
@@ -77,6 +79,79 @@ class WireHeaders(Header):
             yield ("Content-Length" if name.lower() == "content-length" else name), value
 
 
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An answer's body and its header block but ``connection``, encoded once.
+
+    The block has the exact-case ``Content-Length: `` of the body. Sanic adds only
+    ``connection`` (keep-alive or close, decided per request), which
+    ``PreparedAnswer.processed_headers`` appends.
+    """
+
+    status: int
+    body: bytes
+    block: tuple[tuple[bytes, bytes], ...]
+
+
+def prepare(body: dict[str, Any], status: int = 200) -> Prepared:
+    data = json.dumps(body).encode()
+    return Prepared(status, data, ((b"Content-Length", str(len(data)).encode()), (b"content-type", JSON_TYPE.encode())))
+
+
+#: What Sanic itself puts in a complete answer's headers before encoding them.
+_SANIC_OWN = frozenset(("content-length", "connection"))
+
+
+class PreparedAnswer(HTTPResponse):
+    """A complete answer sent with its ``Prepared`` header block instead of encoding it again.
+
+    If anything added a header after it was made (an error's ``Retry-After``), the
+    block is not the whole answer: its headers are then encoded as for any answer,
+    spelled by ``WireHeaders``.
+    """
+
+    __slots__ = ("block",)
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__(prepared.body, status=prepared.status, content_type=JSON_TYPE)
+        self.block = prepared.block
+
+    @property
+    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
+        headers = self.headers
+        if len(headers) == 2 and _SANIC_OWN.issuperset(headers):
+            close = headers["connection"] != "keep-alive"
+            length, *rest = self.block  # in Sanic's own order: length, connection, type
+            return iter((length, (b"connection", b"close" if close else b"keep-alive"), *rest))
+        self.headers = WireHeaders(headers)
+        return super().processed_headers
+
+
+class Answers:
+    """Prepared answers that depend only on the index (the version query, the listing).
+
+    Built on first use and kept until the index is replaced (the watcher swaps a new
+    one in whole), so each is encoded once per index and ``key``. A key names
+    everything the answer depends on besides the index (e.g. the release answered),
+    so answers that differ per caller fit as more keys.
+    """
+
+    def __init__(self) -> None:
+        self._index: object = None
+        self._answers: dict[Hashable, Prepared] = {}
+
+    def get(self, index: object, key: Hashable, build: Callable[[], dict[str, Any]]) -> PreparedAnswer:
+        if index is not self._index:
+            self._index, self._answers = index, {}
+        prepared = self._answers.get(key)
+        if prepared is None:
+            prepared = self._answers[key] = prepare(build())
+        return PreparedAnswer(prepared)
+
+
 def for_the_module(request: Request, response: HTTPResponse) -> None:
     """Shape any answer, ours or Sanic's, before its header block is written.
 
@@ -85,7 +160,8 @@ def for_the_module(request: Request, response: HTTPResponse) -> None:
     version query) closes the connection: Sanic would keep it open because the
     module asks for keep-alive, and the module would wait for its socket timeout.
     """
-    response.headers = WireHeaders(response.headers)
+    if not isinstance(response, PreparedAnswer):  # a prepared block is spelled already
+        response.headers = WireHeaders(response.headers)
     if response.status >= 400 and request.version == "1.0" and isinstance(request.stream, Http):
         request.stream.keep_alive = False
 
@@ -96,7 +172,13 @@ def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
 
 def error_response(status: int, message: str) -> HTTPResponse:
     """The one error shape: ``{"status": N, "message": "..."}``."""
-    return esp_json({"status": status, "message": message}, status=status)
+    return PreparedAnswer(_prepared_error(status, message))
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_error(status: int, message: str) -> Prepared:
+    """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403)."""
+    return prepare({"status": status, "message": message}, status)
 
 
 def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:

@@ -27,6 +27,7 @@ from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import (
+    Answers,
     byte_range,
     entity_tag,
     esp_json,
@@ -48,9 +49,17 @@ DOWNLOAD_ACTION = "download_rom"
 #: first for the image length). Sanic sends a complete answer's real length on HEAD.
 GET_AND_HEAD = ["GET", "HEAD"]
 
+#: Query strings that are a version query as they stand (what AT+CIUPDATE sends, and
+#: none): answered without parsing them.
+PLAIN_QUERIES = frozenset(("is_format_simple=true", ""))
+
 
 def _state(request: Request) -> State:
     return request.app.ctx.state
+
+
+def _answers(request: Request) -> Answers:
+    return request.app.ctx.answers
 
 
 def _device(request: Request, kind: Kind) -> Key:
@@ -74,10 +83,13 @@ def _single(args: RequestParameters, name: str) -> str | None:
 @bp.route("/v1/device/rom/", methods=GET_AND_HEAD, strict_slashes=True)
 async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
-    args = request.get_args(keep_blank_values=True)
-    if not any(name in args for name in ("action", "version", "filename")):
+    if request.query_string in PLAIN_QUERIES:
+        args = None
+    else:
+        args = request.get_args(keep_blank_values=True)
+    if args is None or not any(name in args for name in ("action", "version", "filename")):
         _device(request, Kind.VERSION_QUERY)
-        return version_query(_state(request).index)
+        return version_query(_answers(request), _state(request).index)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -138,16 +150,21 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     return None
 
 
-def version_query(index: Index) -> HTTPResponse:
-    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read."""
+def version_query(answers: Answers, index: Index) -> HTTPResponse:
+    """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
+
+    Encoded once per index and release answered (``Answers``).
+    """
     release = index.latest()
-    return esp_json({"status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
+    return answers.get(index, ("version query", release.version), lambda: {
+        "status": 200, "rom_version": release.version, "pinned": index.pinned is not None})
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
     _device(request, Kind.LISTING)
-    return esp_json(listing_body(_state(request).index))
+    index = _state(request).index
+    return _answers(request).get(index, ("listing",), lambda: listing_body(index))
 
 
 def listing_body(index: Index, limit: int = LISTING_LIMIT) -> dict[str, object]:

@@ -42,6 +42,7 @@ def _download(metrics: Metrics, version: str | None, file: str | None, status: i
     record.client_gone = length is not None and sent < length
     record.close(status, sent, sent if length is None else length)
     metrics.observe(record)
+    metrics.flush()
 
 
 def test_labels_name_only_releases_on_disk(settings: Settings) -> None:
