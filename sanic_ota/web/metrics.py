@@ -101,6 +101,8 @@ class Metrics:
                                        ["reason"], multiprocess_mode="livemax", registry=registry)
         #: The index that decides which names are label values; replaced by ``releases``.
         self.index = Index()
+        #: Downloads being sent by this worker now; ``flush`` sets ``in_flight`` to it.
+        self.downloads_in_flight = 0
         #: Counts not yet added to the counters above, by counter and label values.
         self._requests: Tally[tuple[str, int]] = Tally()
         self._auth_failures: Tally[str] = Tally()
@@ -121,6 +123,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Add the counts ``observe`` kept to the Prometheus counters (on the event loop)."""
+        self.in_flight.set(self.downloads_in_flight)
         pending = (self._requests, self._auth_failures, self._downloads, self._bytes)
         self._requests, self._auth_failures, self._downloads, self._bytes = Tally(), Tally(), Tally(), Tally()
         requests, auth_failures, downloads, sent = pending

@@ -33,6 +33,7 @@ from sanic_ota.web.responses import (
     esp_json,
     image_head,
     none_match,
+    prepare_download,
     range_applies,
     send_image,
 )
@@ -120,7 +121,8 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     sends none of these headers and gets the 200 it always got.
     """
     state, record = _state(request), record_of(request)
-    release = state.index.release(version)
+    index = state.index  # the one the entry comes from, whatever the watcher swaps in meanwhile
+    release = index.release(version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
@@ -142,8 +144,12 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
             return image_head(entry.length, span, headers)
         accountant: Accountant = request.app.ctx.accountant
         status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
+        prepared = None
+        if span is None:
+            prepared = _answers(request).prepared(index, ("download", version, filename),
+                                                  lambda: prepare_download(entry.length, headers))
         with accountant.sending(record, length, status):  # the record is closed once the body is sent
-            await send_image(request, image, record, span, headers)
+            await send_image(request, image, record, span, headers, prepared)
     finally:
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
