@@ -51,16 +51,20 @@ WIRE_CASES = [
 
 
 def measure_scenario(args: argparse.Namespace, ws: Workspace, servers: dict[str, Service],
-                     scenario: Scenario) -> dict[str, tuple[list[float], int]]:
-    """Each server ``--rounds`` times, in rotating order: (rates, unexpected answers) per server."""
+                     scenario: Scenario, cpu: dict[str, list[float]]) -> dict[str, tuple[list[float], int]]:
+    """Each server ``--rounds`` times, in rotating order: (rates, unexpected answers) per server,
+    and in ``cpu`` the server's CPU microseconds per answer of each round."""
     got: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in servers}
     token = WRONG_TOKEN if scenario.wrong_token else ws.token
     names = list(servers)
     for n in range(args.rounds):
         for name in names[n % len(names):] + names[: n % len(names)]:
             path = scenario.nginx if name == "nginx" else scenario.target
+            before = servers[name].cpu_seconds()
             r = run_wrk(f"http://{HOST}:{servers[name].port}{path}", token, args.connections, args.threads,
                         args.duration, count_statuses=not scenario.body_bytes)
+            answers = sum(r.statuses.values())
+            cpu.setdefault(name, []).append((servers[name].cpu_seconds() - before) * 1e6 / max(answers, 1))
             value = r.requests_per_s * scenario.body_bytes / 1e6 if scenario.body_bytes else r.requests_per_s
             rates, unexpected = got[name]
             got[name] = (rates + [value], unexpected + r.unexpected(scenario.expected))
@@ -70,7 +74,7 @@ def measure_scenario(args: argparse.Namespace, ws: Workspace, servers: dict[str,
     return got
 
 
-def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: list[Row],
+def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: list[Row], cpu_rows: list[Row],
                   ratios: dict[tuple[str, int], float], wire: WireCheck) -> None:
     with ExitStack() as stack:
         servers: dict[str, Service] = {
@@ -82,7 +86,8 @@ def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: l
         for scenario in SCENARIOS:
             if args.scenarios and not any(word in scenario.name for word in args.scenarios.split(",")):
                 continue
-            got = measure_scenario(args, ws, servers, scenario)
+            cpu: dict[str, list[float]] = {}
+            got = measure_scenario(args, ws, servers, scenario, cpu)
             unit = "MB/s" if scenario.body_bytes else "req/s"
             medians = {name: statistics.median(rates) for name, (rates, _) in got.items()}
             ratio = medians["ours"] / medians[scenario.anchor] if medians[scenario.anchor] else 0.0
@@ -92,6 +97,10 @@ def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: l
             if workers > 1 and (scenario.name, 1) in ratios:
                 met = met and ratio >= ratios[(scenario.name, 1)]
                 target += ", >= 1 worker's"
+            cpu_rows.append(Row(f"{scenario.name}, {workers} worker{'s' if workers > 1 else ''}",
+                                *(f"{statistics.median(cpu[name]):,.0f} us" for name in ("ours", "bare", "nginx")),
+                                statistics.median(cpu["ours"]) / statistics.median(cpu[scenario.anchor]),
+                                "-", True))
             rows.append(Row(f"{scenario.name}, {workers} worker{'s' if workers > 1 else ''}",
                             *(rate(got[name][0], unit, got[name][1]) for name in ("ours", "bare", "nginx")),
                             ratio, target, met))
@@ -208,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         with running(Ours(ws, 1, not args.no_uvloop)) as server:
             copy_answers(ws, server.port)
         ratios: dict[tuple[str, int], float] = {}
+        cpu_rows: list[Row] = []
         if "ratios" in figures:
             for workers in (int(w) for w in args.workers.split(",")):
-                ratio_figures(args, ws, workers, rows, ratios, wire)
+                ratio_figures(args, ws, workers, rows, cpu_rows, ratios, wire)
         if "memory" in figures:
             memory_figures(args, ws, rows)
         if "startup" in figures:
@@ -226,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profile of the small path: {summary}")
         print(f"\nfinished in {time.monotonic() - started:.0f} s, load {os.getloadavg()[0]:.1f}\n")
         print_table(rows)
+        if cpu_rows:
+            print("\nCPU time of the serving processes per answer (median of the rounds; ratio: ours / anchor,"
+                  " lower is better; steadier than req/s on a busy machine):\n")
+            print_table(cpu_rows, ratio_header="cost")
     finally:
         if args.keep:
             print(f"kept {root}")

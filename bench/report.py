@@ -22,8 +22,8 @@ def rate(values: list[float], unit: str, unexpected: int = 0) -> str:
     return f"{statistics.median(values):,.0f} {unit}{note}" if values else "-"
 
 
-def print_table(rows: list[Row]) -> None:
-    header = ("figure", "ours", "bare Sanic", "nginx", "ratio", "target", "met?")
+def print_table(rows: list[Row], ratio_header: str = "ratio") -> None:
+    header = ("figure", "ours", "bare Sanic", "nginx", ratio_header, "target", "met?")
     cells = [header] + [
         (r.figure, r.ours, r.bare, r.nginx, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target,
          "yes" if r.met else "NO")
