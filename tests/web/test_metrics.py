@@ -142,3 +142,24 @@ def test_two_apps_in_one_process_keep_separate_counters(workdir: Path, settings:
                for name, app in (("one", one), ("two", two))}
     assert _completed(metrics["one"]) == 2 and _completed(metrics["two"]) == 1
     assert "process_cpu_seconds_total" in metrics["one"]  # a default registry's collectors, as before
+
+
+def test_counts_wait_in_memory_until_a_flush_and_every_read_flushes(settings: Settings) -> None:
+    """``observe`` never touches a Prometheus counter (a lock and a shared file in
+    multiprocess mode); ``flush`` adds what it kept, and ``/metrics`` flushes first."""
+    metrics = Metrics()
+    metrics.releases(_index(settings))
+    record = RequestRecord(client="x", kind=Kind.DOWNLOAD, handled=True, version=VERSION, file="ota.bin")
+    record.close(200, 10, 10)
+    metrics.observe(record)
+    metrics.observe(record)
+    metrics.downloads_in_flight = 3
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 0
+    assert metrics.in_flight._value.get() == 0
+    body = metrics.exposition()[0].decode()
+    assert f'sanic_ota_downloads_total{{file="ota.bin",outcome="completed",version="{VERSION}"}} 2.0' in body
+    assert 'sanic_ota_requests_total{kind="download",status="200"} 2.0' in body
+    assert "sanic_ota_downloads_in_flight 3.0" in body
+    metrics.flush()  # nothing left over: nothing counted twice
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 2
+    assert metrics.bytes.labels(VERSION, "ota.bin")._value.get() == 20
