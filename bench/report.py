@@ -14,7 +14,7 @@ class Row:
     nginx: str
     ratio: float | None
     target: str
-    met: bool
+    met: bool | None  # None: a figure with no target
 
 
 def rate(values: list[float], unit: str, unexpected: int = 0) -> str:
@@ -26,7 +26,7 @@ def print_table(rows: list[Row], ratio_header: str = "ratio") -> None:
     header = ("figure", "ours", "bare Sanic", "nginx", ratio_header, "target", "met?")
     cells = [header] + [
         (r.figure, r.ours, r.bare, r.nginx, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target,
-         "yes" if r.met else "NO")
+         "-" if r.met is None else "yes" if r.met else "NO")
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]

@@ -101,9 +101,9 @@ class Prepared:
     content_type: str = JSON_TYPE
 
 
-def prepare(body: dict[str, Any], status: int = 200) -> Prepared:
+def prepare(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Prepared:
     data = json.dumps(body).encode()
-    return Prepared(status, data, _block(len(data), {"content-type": JSON_TYPE}), len(data))
+    return Prepared(status, data, _block(len(data), {**(headers or {}), "content-type": JSON_TYPE}), len(data))
 
 
 def prepare_download(length: int, headers: dict[str, str]) -> Prepared:
@@ -195,15 +195,16 @@ def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json_response(body, status=status, dumps=json.dumps)
 
 
-def error_response(status: int, message: str) -> HTTPResponse:
-    """The one error shape: ``{"status": N, "message": "..."}``."""
-    return PreparedAnswer(_prepared_error(status, message))
+def error_response(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> HTTPResponse:
+    """The one error shape: ``{"status": N, "message": "..."}``, with ``headers`` (``Retry-After``)."""
+    return PreparedAnswer(_prepared_error(status, message, headers))
 
 
 @functools.lru_cache(maxsize=256)
-def _prepared_error(status: int, message: str) -> Prepared:
-    """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403)."""
-    return prepare({"status": status, "message": message}, status)
+def _prepared_error(status: int, message: str, headers: tuple[tuple[str, str], ...]) -> Prepared:
+    """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403,
+    an address over its limit a 429 with one of 60 ``Retry-After`` values)."""
+    return prepare({"status": status, "message": message}, status, dict(headers))
 
 
 def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:
@@ -220,9 +221,8 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
     if isinstance(exception, OtaError):
         if exception.status >= 500:
             logger.error("%s %s: %s", request.method, request.path, exception.message)
-        response = error_response(exception.status, exception.message)
-        response.headers.update(exception.headers)
-        return response
+        return error_response(exception.status, exception.message,
+                              tuple((name, str(value)) for name, value in exception.headers.items()))
     if isinstance(exception, SanicException):
         status = exception.status_code or 500
         message = str(exception) or "error"
