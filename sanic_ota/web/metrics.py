@@ -131,10 +131,10 @@ class Metrics:
             self.requests.labels(kind, str(status)).inc(n)
         for reason, n in auth_failures.items():
             self.auth_failures.labels(reason).inc(n)
-        for labels, n in downloads.items():
-            self.downloads.labels(*labels).inc(n)
-        for labels, n in sent.items():
-            self.bytes.labels(*labels).inc(n)
+        for (version, file, outcome), n in downloads.items():
+            self.downloads.labels(version, file, outcome).inc(n)
+        for (version, file), n in sent.items():
+            self.bytes.labels(version, file).inc(n)
 
     def manifest_event(self, result: str, version: str) -> None:
         self.manifest_builds.labels(result).inc()
