@@ -40,7 +40,9 @@ def summarise(collapsed: Path, top: int = 40) -> str:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    lines = [f"{samples} samples of the worker (idle included)", "", "self %  function"]
+    lines = [f"{samples} samples of the worker's threads while not idle (py-spy --function); a thread",
+             "blocked in native code (the log writer's queue, watchfiles' thread) may still count as busy.",
+             "", "self %  function"]
     lines += [f"{100 * n / samples:5.1f}  {f}" for f, n in own.most_common(top)]
     lines += ["", "total %  function"]
     lines += [f"{100 * n / samples:5.1f}  {f}" for f, n in total.most_common(top)]
