@@ -45,22 +45,40 @@ PAUSE = 0.02
 
 
 #: What the queue holds: a finished line, a closed request and the audit format to
-#: write it in, or None (stop).
-Item = str | tuple[RequestRecord, str] | None
+#: write it in, a log record to filter and format, or None (stop).
+Item = str | tuple[RequestRecord, str] | logging.LogRecord | None
 
 
 class _QueueLines(logging.Handler):
-    """Formats a record here and leaves the writing to the writer thread."""
+    """Queues a record with its message made here, and leaves the rest to the writer thread.
+
+    The message is made (``getMessage``) where the record is logged, so that arguments
+    changed afterwards cannot change the line; the filters (the signature redaction)
+    and the formatting (time, process, level) run in the writer thread (``line``).
+    A failed authentication logs a line per request: this keeps its cost off the loop.
+    """
 
     def __init__(self, lines: queue.SimpleQueue[Item]) -> None:
         super().__init__()
         self._lines = lines
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def handle(self, record: logging.LogRecord) -> bool:
         try:
-            self._lines.put(self.format(record))
+            record.msg, record.args = record.getMessage(), None
+            self._lines.put(record)
         except Exception:
             self.handleError(record)
+        return True
+
+    def line(self, record: logging.LogRecord) -> str | None:
+        """The record's line, or None if a filter drops it (writer thread)."""
+        if not self.filter(record):
+            return None
+        try:
+            return self.format(record)
+        except Exception:
+            self.handleError(record)
+            return None
 
 
 class LogWriter:
@@ -114,6 +132,13 @@ class LogWriter:
         self._thread = None
         atexit.unregister(self.stop)
 
+    def _line(self, item: str | tuple[RequestRecord, str] | logging.LogRecord) -> str | None:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, logging.LogRecord):
+            return self._handler.line(item)
+        return format_record(*item)
+
     def _write(self, stream: TextIO) -> None:
         lines = self._lines
         while True:
@@ -121,7 +146,7 @@ class LogWriter:
             while not lines.empty() and len(batch) < BATCH:
                 batch.append(lines.get_nowait())
             done = None in batch
-            text = "".join(f"{_line(item)}\n" for item in batch if item is not None)
+            text = "".join(f"{line}\n" for item in batch if item is not None and (line := self._line(item)) is not None)
             try:
                 stream.write(text)
                 stream.flush()
@@ -130,10 +155,6 @@ class LogWriter:
             if done:
                 return
             time.sleep(PAUSE)
-
-
-def _line(item: str | tuple[RequestRecord, str]) -> str:
-    return item if isinstance(item, str) else format_record(*item)
 
 
 class RedactSignatures(logging.Filter):
