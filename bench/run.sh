@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side measurements of sanic_ota against nginx; see bench/README.md.
-# Installs nginx and wrk from Debian when missing, then runs bench/compare.py
-# with the project's venv (made by `make install`). Arguments go to compare.py.
+# Side-by-side measurements of sanic_ota, a bare Sanic app and nginx; see bench/README.md.
+# Installs nginx and wrk from Debian and py-spy (the project's "bench" extra) when
+# missing, then runs bench/compare.py with the project's venv (made by `make install`).
+# Arguments go to compare.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,5 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update
   $sudo apt-get install -y "${missing[@]}"
 fi
+
+[ -x .venv/bin/py-spy ] || .venv/bin/pip install -q 'py-spy>=0.3'
 
 exec .venv/bin/python bench/compare.py "$@"

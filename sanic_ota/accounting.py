@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from time import monotonic
+from time import monotonic, time
 
 
 class Kind(StrEnum):
@@ -79,8 +79,18 @@ def decide(status: int, sent: int, length: int, client_gone: bool) -> Outcome:
     return Outcome.COMPLETED
 
 
+#: The last second ``_now`` formatted, and its text: most requests share it with the one before.
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time in ISO 8601 UTC with milliseconds; the date and time of day formatted once a second."""
+    global _second
+    now = time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 @dataclass

@@ -32,7 +32,15 @@ def fields(record: RequestRecord) -> dict[str, object]:
 
 
 def format_record(record: RequestRecord, log_format: str) -> str:
-    data = fields(record)
     if log_format == "json":
-        return json.dumps(data, separators=(",", ":"))
-    return " ".join(f"{k}={'-' if v is None else v}" for k, v in data.items())
+        return json.dumps(fields(record), separators=(",", ":"))
+    # the text line, spelled out: ``fields`` joined as key=value, "-" for None (half the time)
+    r = record
+    return (f"client={r.client} kind={r.kind} key={_text(r.key)} version={_text(r.version)} "
+            f"file={_text(r.file)} range={_text(r.range)} status={r.status} bytes={r.sent} "
+            f"outcome={_text(r.outcome)} time={r.time} duration_ms={r.duration_ms}"
+            + ("" if r.change is None else f" change={r.change}"))
+
+
+def _text(value: object) -> object:
+    return "-" if value is None else value

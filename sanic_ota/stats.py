@@ -101,6 +101,7 @@ class Stats:
         self._io_lock = threading.Lock()  # flush and read never interleave
         self._broken = False
         self._ready = False
+        self._pruned_hour = 0  # the buffer holds no bucket older than this hour allows
 
     # -- recording (event loop, never blocks on I/O) ----------------------------
 
@@ -109,17 +110,21 @@ class Stats:
         now = self.clock()
         failure = failure_of(record, now)
         completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
+        hour = int(now // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:
-                self._counts[(int(now // 3600), record.version, record.file)] += 1
+                self._counts[(hour, record.version, record.file)] += 1
             if failure is not None:
                 self._failures.append(failure)
-            self._prune_buffer(int(now // 3600))
+                del self._failures[:-MAX_FAILURES]
+            if hour != self._pruned_hour:  # walk the buckets once an hour, not per request
+                self._prune_buffer(hour)
 
     def _prune_buffer(self, hour: int) -> None:
         for bucket in [b for b in self._counts if b[0] <= hour - HOURS]:
             del self._counts[bucket]
         del self._failures[:-MAX_FAILURES]
+        self._pruned_hour = hour
 
     # -- the shared file (worker threads) -----------------------------------------
 
@@ -231,8 +236,11 @@ class Flushable(Protocol):
     def flush(self) -> bool: ...
 
 
-async def flush_periodically(stats: Flushable, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
+async def flush_periodically(stats: Flushable, stop: asyncio.Event, every: float = FLUSH_SECONDS,
+                             also: Callable[[], None] | None = None) -> None:
     """Flush every ``every`` seconds until ``stop`` is set, then once more.
+
+    ``also`` runs on the event loop at each flush (the app's metrics).
 
     Sanic cancels background tasks on SIGTERM; ending is then the point, and the
     web layer flushes once more after the server stops.
@@ -243,6 +251,8 @@ async def flush_periodically(stats: Flushable, stop: asyncio.Event, every: float
                 await asyncio.wait_for(stop.wait(), every)
             except TimeoutError:
                 pass
+            if also is not None:
+                also()
             await asyncio.to_thread(stats.flush)
             if stop.is_set():
                 return

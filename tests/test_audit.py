@@ -27,3 +27,17 @@ def test_outcome_follows_status_and_text_format() -> None:
     assert record.outcome == "error"
     line = format_record(record, "text")
     assert "client=::1" in line and "key=-" in line and "outcome=error" in line
+
+
+def test_text_and_json_lines_carry_the_same_fields_and_change_only_for_admin_changes() -> None:
+    """The text line is spelled out by hand for speed: it must say what ``fields`` says."""
+    from sanic_ota.audit import fields
+
+    for change in (None, "pin:beta=v1.0.0"):
+        record = RequestRecord(client="10.0.0.1", kind=Kind.DOWNLOAD, handled=True, key="dev", version="v1",
+                               file="ota.bin")
+        record.change = change
+        record.close(200, 10, 10)
+        expected = " ".join(f"{k}={'-' if v is None else v}" for k, v in fields(record).items())
+        assert format_record(record, "text") == expected
+        assert ("change" in json.loads(format_record(record, "json"))) is (change is not None)

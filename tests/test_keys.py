@@ -289,3 +289,26 @@ def test_a_key_names_its_channel_and_stable_is_the_default() -> None:
 def test_a_channel_that_is_not_a_plain_name_makes_the_file_invalid(channel: str) -> None:
     with pytest.raises(KeysFileError, match='entry 0 \\("a"\\): "channel"'):
         parse_keys(f'[{{"Name": "a", "Token": "t", "channel": {channel}}}]')
+
+
+def test_lookup_is_one_keyed_hash_whatever_the_number_of_keys(monkeypatch) -> None:
+    """No key's token is compared with the one given, and nobody outside this process can
+    compute the digest a lookup goes through (it is keyed by a random per-process key)."""
+    import hashlib
+
+    from sanic_ota import keys as keys_module
+
+    ring = Keyring([Key(f"device-{n}", f"{n:040x}") for n in range(10_000)])
+    compared: list[tuple[bytes, bytes]] = []
+    real_compare = keys_module.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real_compare(a, b)
+
+    monkeypatch.setattr(keys_module.hmac, "compare_digest", spy)
+    assert ring.find(f"{1234:040x}").name == "device-1234"
+    assert ring.find(f"{1234:039x}0") is None and ring.find("") is None
+    assert len(compared) == 1  # one digest comparison for the hit, none for the misses
+    token = f"{1234:040x}".encode()
+    assert compared[0][0] != hashlib.sha256(token).digest()  # keyed, not the token's plain hash

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 
+from sanic_ota import audit
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.logs import ROOT, LogWriter, RedactSignatures, redact_signatures
 
 
@@ -19,6 +22,34 @@ def test_every_line_is_written_in_order_by_stop() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[:5000] == [f'{{"n":{n}}}' for n in range(5000)]  # bare, as queued
     assert len(lines) == 5001 and lines[-1].endswith("WARNING sanic_ota.test: after the audit lines")
+
+
+def test_audit_records_are_formatted_by_the_writer_thread_in_order(monkeypatch) -> None:
+    """The event loop only queues a closed record; its line is made by the writer thread."""
+    formatted_in: set[str] = set()
+    real = audit.format_record
+
+    def spy(record: RequestRecord, log_format: str) -> str:
+        formatted_in.add(threading.current_thread().name)
+        return real(record, log_format)
+
+    monkeypatch.setattr("sanic_ota.logs.format_record", spy)
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    writer.start()
+    records = []
+    for n in range(300):
+        record = RequestRecord(client=f"10.0.0.{n % 250}", kind=Kind.VERSION_QUERY, handled=True, key="k")
+        record.close(200, 57, 57)
+        records.append(record)
+        writer.audit_record(record, "json" if n % 2 else "text")
+        if n == 150:
+            writer.audit("a line in between")
+    writer.stop()
+    expected = [real(r, "json" if n % 2 else "text") for n, r in enumerate(records)]
+    expected.insert(151, "a line in between")
+    assert stream.getvalue().splitlines() == expected
+    assert formatted_in == {"sanic_ota-log"}
 
 
 def test_two_writers_keep_their_own_lines_and_hand_the_logger_back() -> None:

@@ -155,3 +155,16 @@ def test_flush_periodically_flushes_until_stopped(tmp_path: Path, stop_early: bo
 
     asyncio.run(run())
     assert sum(Stats(tmp_path / "s.db").snapshot().per_release()["v1"]) == 2  # the last flush on stop
+
+
+def test_counts_in_memory_leave_after_24_hours_too(tmp_path: Path) -> None:
+    """The buffer is pruned when the hour changes (not on every request), so a worker that
+    cannot write its file still keeps only the last 24 hours."""
+    clock = Clock()
+    memory = Stats(None, clock)
+    for _ in range(3):
+        memory.observe(done())
+    clock.now += HOURS * 3600
+    memory.observe(done("v2"))
+    assert memory.snapshot().per_release() == {"v2": [0] * (HOURS - 1) + [1]}
+    assert list(memory._counts) == [(int(clock.now // 3600), "v2", "ota.bin")]

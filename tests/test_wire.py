@@ -20,6 +20,7 @@ from server_process import ServerProcess
 from test_watcher import eventually
 
 from sanic_ota.keys import Key, load_keys, save_keys
+from sanic_ota.stats import FLUSH_SECONDS
 
 
 def test_plain_ciupdate_installs_every_partition_byte_exact(server: ServerProcess, workdir: Path) -> None:
@@ -177,15 +178,22 @@ def test_metrics_need_an_admin_key_and_sum_workers(workdir: Path) -> None:
         status, headers, _ = _get(proc, "/metrics", {})
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
         assert _get(proc, "/metrics", {"Authorization": f"token {TOKEN}"})[0] == 403
-        status, _, body = _get(proc, "/metrics", {"Authorization": f"token {admin}"})
-        assert status == 200
         basic = base64.b64encode(f"ops:{admin}".encode()).decode()
         assert _get(proc, "/metrics", {"Authorization": f"Basic {basic}"})[0] == 200
         wrong = base64.b64encode(f"device-1:{admin}".encode()).decode()
         assert _get(proc, "/metrics", {"Authorization": f"Basic {wrong}"})[0] == 401
-    text = body.decode()
-    line = f'sanic_ota_downloads_total{{file="ota.bin",outcome="completed",version="{VERSION}"}} 4.0'
-    assert line in text  # four downloads, spread over two workers, counted once each
+        # four downloads, spread over two workers, counted once each: the worker that
+        # answers adds its own counts at once, the other within its flush interval
+        line = f'sanic_ota_downloads_total{{file="ota.bin",outcome="completed",version="{VERSION}"}} 4.0'
+        deadline = time.monotonic() + 3 * FLUSH_SECONDS
+        while True:
+            status, _, body = _get(proc, "/metrics", {"Authorization": f"token {admin}"})
+            assert status == 200
+            text = body.decode()
+            if line in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert line in text
     assert 'sanic_ota_auth_failures_total{reason="not_admin"}' in text
     assert "sanic_ota_releases_served 1.0" in text
 

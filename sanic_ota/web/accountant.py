@@ -13,13 +13,10 @@ itself (``sanic_ota.accounting.decide``), never here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sanic import HTTPResponse, Request
 
 from sanic_ota.accounting import Kind, RequestRecord
-from sanic_ota.audit import format_record
 from sanic_ota.fleet import Fleet
 from sanic_ota.logs import LogWriter
 from sanic_ota.stats import Stats
@@ -67,7 +64,7 @@ class Accountant:
 
     def close(self, record: RequestRecord, status: int, sent: int, length: int) -> None:
         if record.close(status, sent, length):
-            self.log.audit(format_record(record, self.log_format))
+            self.log.audit_record(record, self.log_format)
             self.metrics.observe(record)
             self.stats.observe(record)
             if self.fleet is not None:
@@ -84,23 +81,33 @@ class Accountant:
             body = len(response.body or b"")
             self.close(record, response.status, body, body)
 
-    @contextmanager
-    def sending(self, record: RequestRecord, length: int, status: int = DOWNLOAD_STATUS) -> Iterator[None]:
+    def sending(self, record: RequestRecord, length: int, status: int = DOWNLOAD_STATUS) -> Sending:
         """Around sending a download's ``length`` bytes with ``status`` (200, or 206 for a
-        range): in flight, then closed as it ended.
+        range): in flight, then closed as it ended (see ``Sending``)."""
+        return Sending(self, record, length, status)
 
-        Sanic cancels the handler when the connection is lost; any other exception
-        while the body is sent is the server's own failure. Until ``send_image`` marks
-        the record streaming, an exception still becomes an error answer, closed by
-        ``answered``.
-        """
-        self.metrics.in_flight.inc()
-        try:
-            yield
-        except asyncio.CancelledError:
+
+class Sending:
+    """A download in flight, closed as it ended.
+
+    Sanic cancels the handler when the connection is lost; any other exception while
+    the body is sent is the server's own failure. Until ``send_image`` marks the record
+    streaming, an exception still becomes an error answer, closed by ``answered``.
+    A class rather than a generator-based context manager: this runs for every download.
+    """
+
+    __slots__ = ("accountant", "record", "length", "status")
+
+    def __init__(self, accountant: Accountant, record: RequestRecord, length: int, status: int) -> None:
+        self.accountant, self.record, self.length, self.status = accountant, record, length, status
+
+    def __enter__(self) -> None:
+        self.accountant.metrics.downloads_in_flight += 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        record = self.record
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
             record.client_gone = True
-            raise
-        finally:
-            self.metrics.in_flight.dec()
-            if record.streaming:
-                self.close(record, status, record.sent, length)
+        self.accountant.metrics.downloads_in_flight -= 1
+        if record.streaming:
+            self.accountant.close(record, self.status, record.sent, self.length)

@@ -14,10 +14,12 @@ The module parses responses by searching bytes (see ``shared/esp-at-client.md``)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sanic import HTTPResponse, Request
@@ -77,6 +79,104 @@ class WireHeaders(Header):
             yield ("Content-Length" if name.lower() == "content-length" else name), value
 
 
+JSON_TYPE = "application/json"
+OCTETS_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An answer's status, body and header block but ``connection``, encoded once.
+
+    The block starts with the exact-case ``Content-Length: `` and ends with
+    ``content-type``. Sanic adds only
+    ``connection`` (keep-alive or close, decided per request), which
+    ``PreparedAnswer.processed_headers`` puts in. A download's block has no body
+    here: its bytes are streamed by ``send_image``.
+    """
+
+    status: int
+    body: bytes
+    block: tuple[tuple[bytes, bytes], ...]
+    length: int
+    content_type: str = JSON_TYPE
+
+
+def prepare(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Prepared:
+    data = json.dumps(body).encode()
+    return Prepared(status, data, _block(len(data), {**(headers or {}), "content-type": JSON_TYPE}), len(data))
+
+
+def prepare_download(length: int, headers: dict[str, str]) -> Prepared:
+    """A whole file's 200 block: the headers ``image_headers`` gives it, encoded once."""
+    return Prepared(200, b"", _block(length, {**headers, "content-type": OCTETS_TYPE}), length, OCTETS_TYPE)
+
+
+def _block(length: int, headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return ((b"Content-Length", str(length).encode()),
+            *((name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()))
+
+
+#: What Sanic itself puts in an answer's headers before encoding them.
+_SANIC_OWN = frozenset(("content-length", "connection"))
+
+
+class PreparedAnswer(HTTPResponse):
+    """An answer sent with its ``Prepared`` header block instead of encoding it again.
+
+    If anything added a header after it was made (an error's ``Retry-After``), the
+    block is not the whole answer: its headers are then encoded as for any answer,
+    spelled by ``WireHeaders``.
+    """
+
+    __slots__ = ("block",)
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__(prepared.body, status=prepared.status, content_type=prepared.content_type)
+        self.block = prepared.block
+        if not prepared.body:  # streamed: Sanic counts the body against this length
+            self.headers["content-length"] = str(prepared.length)
+
+    @property
+    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
+        headers = self.headers
+        if len(headers) == 2 and _SANIC_OWN.issuperset(headers):
+            close = headers["connection"] != "keep-alive"
+            # in Sanic's own order: length and the handler's headers, connection, type
+            *block, content_type = self.block
+            return iter((*block, (b"connection", b"close" if close else b"keep-alive"), content_type))
+        for name, value in self.block[1:]:
+            headers.setdefault(name.decode(), value.decode())
+        self.headers = WireHeaders(headers)
+        return super().processed_headers
+
+
+class Answers:
+    """Prepared answers that depend only on the index: the version query, the listing, and
+    each file's download header block.
+
+    Built on first use and kept until the index is replaced (the watcher swaps a new
+    one in whole), so each is encoded once per index and ``key``. A key names
+    everything the answer depends on besides the index (e.g. the release answered),
+    so answers that differ per caller fit as more keys.
+    """
+
+    def __init__(self) -> None:
+        self._index: object = None
+        self._answers: dict[Hashable, Prepared] = {}
+
+    def prepared(self, index: object, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
+        if index is not self._index:
+            self._index, self._answers = index, {}
+        prepared = self._answers.get(key)
+        if prepared is None:
+            prepared = self._answers[key] = build()
+        return prepared
+
+    def get(self, index: object, key: Hashable, build: Callable[[], dict[str, Any]]) -> PreparedAnswer:
+        """A JSON answer, whole."""
+        return PreparedAnswer(self.prepared(index, key, lambda: prepare(build())))
+
+
 def for_the_module(request: Request, response: HTTPResponse) -> None:
     """Shape any answer, ours or Sanic's, before its header block is written.
 
@@ -85,7 +185,8 @@ def for_the_module(request: Request, response: HTTPResponse) -> None:
     version query) closes the connection: Sanic would keep it open because the
     module asks for keep-alive, and the module would wait for its socket timeout.
     """
-    response.headers = WireHeaders(response.headers)
+    if not isinstance(response, PreparedAnswer):  # a prepared block is spelled already
+        response.headers = WireHeaders(response.headers)
     if response.status >= 400 and request.version == "1.0" and isinstance(request.stream, Http):
         request.stream.keep_alive = False
 
@@ -94,9 +195,16 @@ def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json_response(body, status=status, dumps=json.dumps)
 
 
-def error_response(status: int, message: str) -> HTTPResponse:
-    """The one error shape: ``{"status": N, "message": "..."}``."""
-    return esp_json({"status": status, "message": message}, status=status)
+def error_response(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> HTTPResponse:
+    """The one error shape: ``{"status": N, "message": "..."}``, with ``headers`` (``Retry-After``)."""
+    return PreparedAnswer(_prepared_error(status, message, headers))
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_error(status: int, message: str, headers: tuple[tuple[str, str], ...]) -> Prepared:
+    """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403,
+    an address over its limit a 429 with one of 60 ``Retry-After`` values)."""
+    return prepare({"status": status, "message": message}, status, dict(headers))
 
 
 def handle_exception(request: Request, exception: BaseException) -> HTTPResponse:
@@ -113,9 +221,8 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
     if isinstance(exception, OtaError):
         if exception.status >= 500:
             logger.error("%s %s: %s", request.method, request.path, exception.message)
-        response = error_response(exception.status, exception.message)
-        response.headers.update(exception.headers)
-        return response
+        return error_response(exception.status, exception.message,
+                              tuple((name, str(value)) for name, value in exception.headers.items()))
     if isinstance(exception, SanicException):
         status = exception.status_code or 500
         message = str(exception) or "error"
@@ -228,7 +335,7 @@ def image_head(total: int, span: tuple[int, int] | None, extra: dict[str, str] |
     its streaming path for HEAD would fail on the closing write.
     """
     return HTTPResponse(status=206 if span is not None else 200, headers=image_headers(total, span, extra),
-                        content_type="application/octet-stream")
+                        content_type=OCTETS_TYPE)
 
 
 async def send_image(
@@ -237,6 +344,7 @@ async def send_image(
     record: RequestRecord,
     span: tuple[int, int] | None = None,
     headers: dict[str, str] | None = None,
+    prepared: Prepared | None = None,
 ) -> None:
     """Stream ``image`` (or its bytes ``span``, with 206) with exact-case ``Content-Length: ``.
 
@@ -248,7 +356,8 @@ async def send_image(
     the headers are sent: if it fails, the module gets a JSON error, not half an image.
     From then on the record is streaming (its handler closes it) and ``record.sent``
     counts what was handed to the transport. A span is a slice of the same verified
-    bytes. (A HEAD does not come here: see ``image_head``.)
+    bytes. (A HEAD does not come here: see ``image_head``.) ``prepared``: the whole
+    file's header block, encoded once per index (``Answers``); used when no span is asked.
     """
     total = len(image) if isinstance(image, bytes) else image.length
     start, stop = span or (0, total)
@@ -267,11 +376,14 @@ async def send_image(
     spans = [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
     record.streaming = True
-    response = await request.respond(
-        status=206 if span is not None else 200,
-        headers=image_headers(total, span, headers),
-        content_type="application/octet-stream",
-    )
+    if prepared is not None and span is None:
+        response = await request.respond(PreparedAnswer(prepared))
+    else:
+        response = await request.respond(
+            status=206 if span is not None else 200,
+            headers=image_headers(total, span, headers),
+            content_type=OCTETS_TYPE,
+        )
     if not spans:
         await response.send(b"", end_stream=True)
         return

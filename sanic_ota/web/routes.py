@@ -31,11 +31,13 @@ from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import (
+    Answers,
     byte_range,
     entity_tag,
     esp_json,
     image_head,
     none_match,
+    prepare_download,
     range_applies,
     send_image,
 )
@@ -52,9 +54,17 @@ DOWNLOAD_ACTION = "download_rom"
 #: first for the image length). Sanic sends a complete answer's real length on HEAD.
 GET_AND_HEAD = ["GET", "HEAD"]
 
+#: Query strings that are a version query as they stand (what AT+CIUPDATE sends, and
+#: none): answered without parsing them.
+PLAIN_QUERIES = frozenset(("is_format_simple=true", ""))
+
 
 def _state(request: Request) -> State:
     return request.app.ctx.state
+
+
+def _answers(request: Request) -> Answers:
+    return request.app.ctx.answers
 
 
 def _device(request: Request, kind: Kind) -> Key:
@@ -78,10 +88,13 @@ def _single(args: RequestParameters, name: str) -> str | None:
 @bp.route("/v1/device/rom/", methods=GET_AND_HEAD, strict_slashes=True)
 async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
-    args = request.get_args(keep_blank_values=True)
-    if not any(name in args for name in ("action", "version", "filename")):
+    if request.query_string in PLAIN_QUERIES:
+        args = None
+    else:
+        args = request.get_args(keep_blank_values=True)
+    if args is None or not any(name in args for name in ("action", "version", "filename")):
         key = _device(request, Kind.VERSION_QUERY)
-        return version_query(_state(request), key, record_of(request).client)
+        return version_query(_answers(request), _state(request), key, record_of(request).client)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -113,7 +126,8 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     sends none of these headers and gets the 200 it always got.
     """
     state, record = _state(request), record_of(request)
-    release = await _release(state, version)
+    index = state.index  # the one the entry comes from, whatever the watcher swaps in meanwhile
+    release = await _release(state, index, version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
@@ -135,19 +149,23 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
             return image_head(entry.length, span, headers)
         accountant: Accountant = request.app.ctx.accountant
         status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
+        prepared = None
+        if span is None:
+            prepared = _answers(request).prepared(index, ("download", version, filename),
+                                                  lambda: prepare_download(entry.length, headers))
         with accountant.sending(record, length, status):  # the record is closed once the body is sent
-            await send_image(request, image, record, span, headers)
+            await send_image(request, image, record, span, headers, prepared)
     finally:
         if isinstance(image, VerifiedCopy):
             image.close()  # this download's handle; the copy lives on while others read it
     return None
 
 
-async def _release(state: State, version: str) -> Release:
+async def _release(state: State, index: Index, version: str) -> Release:
     """The release a download names. One a replica left out of its full cache is asked
     for from its mirror, and the device is told to ask again (503 with Retry-After)."""
     try:
-        return state.index.release(version)
+        return index.release(version)
     except NotFound:
         if state.store_status is None or version not in state.store_status.read().left_out:
             raise
@@ -168,11 +186,12 @@ def nothing_to_offer(error: NotFound, store: StoreStatus | None) -> NotFound | U
     return Unavailable(f"{error.message}: this replica holds no release yet, and {why}")
 
 
-def version_query(state: State, key: Key, caller: str) -> HTTPResponse:
+def version_query(answers: Answers, state: State, key: Key, caller: str) -> HTTPResponse:
     """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
 
     The release is the key's channel's (``channels.offer``: its base, or its rollout's
-    release for a caller in the rollout); the fleet view counts the offer.
+    release for a caller in the rollout); the fleet view counts the offer. The bytes are
+    encoded once per index and answer (``Answers``).
     """
     index = state.index
     try:
@@ -185,7 +204,8 @@ def version_query(state: State, key: Key, caller: str) -> HTTPResponse:
         pinned = index.pinned is not None
     else:
         pinned = index.channels.get(key.channel).pin is not None
-    return esp_json({"status": 200, "rom_version": release.version, "pinned": pinned})
+    return answers.get(index, ("version query", release.version, pinned), lambda: {
+        "status": 200, "rom_version": release.version, "pinned": pinned})
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
@@ -193,12 +213,12 @@ async def listing(request: Request) -> HTTPResponse:
     """Every version for ``stable``; for another channel, none newer than what it is offered."""
     key = _device(request, Kind.LISTING)
     state = _state(request)
+    index = state.index
     newest = None
     if key.channel != DEFAULT_CHANNEL:
         caller = record_of(request).client
-        newest = channels.offer(state.index, key.name, key.channel, caller, time.time(),
-                                state.fleet.was_offered)[0].version
-    return esp_json(listing_body(state.index, newest=newest))
+        newest = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)[0].version
+    return _answers(request).get(index, ("listing", newest), lambda: listing_body(index, newest=newest))
 
 
 def listing_body(index: Index, limit: int = LISTING_LIMIT, newest: str | None = None) -> dict[str, object]:

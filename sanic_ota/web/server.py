@@ -31,7 +31,7 @@ from sanic_ota.web.accountant import Accountant
 from sanic_ota.web.connections import AddressSlots
 from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.process import OtaSanic
-from sanic_ota.web.responses import for_the_module, handle_exception
+from sanic_ota.web.responses import Answers, for_the_module, handle_exception
 
 #: Sanic's own timeouts, set for modules: a module on poor Wi-Fi may take most of its
 #: 3-minute budget for one image, so the response may take 4 minutes before Sanic cuts
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.ctx.connection_slots = AddressSlots(settings.max_unauthenticated_connections)
     app.ctx.metrics = app_metrics = metrics.Metrics()
     app.ctx.log = log = LogWriter()
+    app.ctx.answers = Answers()
     redact_signatures()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
@@ -122,7 +123,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app_metrics.keys_file(state.keys_file)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
-        app.add_task(flush_periodically(state.stats, app.ctx.stats_stop), name=STATS_TASK)
+        app.add_task(flush_periodically(state.stats, app.ctx.stats_stop, also=app_metrics.flush), name=STATS_TASK)
         app.ctx.mirror = Mirror(settings, state.verifier) if settings.store else None
         if app.ctx.mirror is not None:
             app.add_task(app.ctx.mirror.run(), name=MIRROR_TASK)
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.after_server_stop
     async def stopped(app: Sanic) -> None:
+        app_metrics.flush()  # what was counted during the graceful shutdown
         app_metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)

@@ -211,3 +211,36 @@ def test_only_connections_not_yet_authenticated_count(workdir: Path) -> None:
         assert proc.logged("127.0.0.1 holds 2 connections that have not authenticated")
         for sock in [*modules, idle, extra, again]:
             sock.close()
+
+
+def test_the_header_deadline_holds_for_a_later_request_on_a_kept_alive_connection(workdir: Path) -> None:
+    """The deadline's timer is made per connection, not per request: a second request
+    whose headers trickle in after a quick first one is still cut at its own deadline."""
+    timeout = 1.0
+    env = dict(env_for(settings_for(workdir)), SANIC_OTA_HEADER_TIMEOUT=str(timeout))
+    with ServerProcess(env, cwd=workdir) as proc, socket.create_connection((proc.host, proc.port), timeout=5) as sock:
+        request = f"GET /v1/device/rom/?is_format_simple=true HTTP/1.1\r\nHost: {proc.host}:{proc.port}\r\n"
+        sock.sendall((request + HEADERS.format(token=TOKEN)).encode())
+        first = sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200") and b"connection: keep-alive" in first.lower()
+        time.sleep(0.6)  # more than half the deadline: the first request's timer is due before the second's
+        started = time.monotonic()
+        answer = b""
+        for byte in b"GET /v1/device/rom/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaa":
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+            with contextlib.suppress(BlockingIOError):
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(4096)
+                finally:
+                    sock.setblocking(True)
+                if not data:
+                    break
+                answer += data
+        elapsed = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert timeout * 0.9 <= elapsed < timeout + 2.0, elapsed

@@ -43,6 +43,7 @@ def _download(metrics: Metrics, version: str | None, file: str | None, status: i
     record.client_gone = length is not None and sent < length
     record.close(status, sent, sent if length is None else length)
     metrics.observe(record)
+    metrics.flush()
 
 
 def test_labels_name_only_releases_on_disk(settings: Settings) -> None:
@@ -155,3 +156,24 @@ def test_store_gauges_follow_the_status_and_label_only_failing_releases() -> Non
     text = metrics.exposition()[0].decode()
     assert "sanic_ota_store_up 0.0" in text and "sanic_ota_store_releases_left_out 1.0" in text
     assert 'sanic_ota_store_object_failures{version="v2.0.0"} 0.0' in text  # fixed: back to 0
+
+
+def test_counts_wait_in_memory_until_a_flush_and_every_read_flushes(settings: Settings) -> None:
+    """``observe`` never touches a Prometheus counter (a lock and a shared file in
+    multiprocess mode); ``flush`` adds what it kept, and ``/metrics`` flushes first."""
+    metrics = Metrics()
+    metrics.releases(_index(settings))
+    record = RequestRecord(client="x", kind=Kind.DOWNLOAD, handled=True, version=VERSION, file="ota.bin")
+    record.close(200, 10, 10)
+    metrics.observe(record)
+    metrics.observe(record)
+    metrics.downloads_in_flight = 3
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 0
+    assert metrics.in_flight._value.get() == 0
+    body = metrics.exposition()[0].decode()
+    assert f'sanic_ota_downloads_total{{file="ota.bin",outcome="completed",version="{VERSION}"}} 2.0' in body
+    assert 'sanic_ota_requests_total{kind="download",status="200"} 2.0' in body
+    assert "sanic_ota_downloads_in_flight 3.0" in body
+    metrics.flush()  # nothing left over: nothing counted twice
+    assert _value(metrics, VERSION, "ota.bin", "completed") == 2
+    assert metrics.bytes.labels(VERSION, "ota.bin")._value.get() == 20

@@ -14,11 +14,16 @@ from sanic_ota.web.responses import (
     CLIENT_CLOSED,
     FIRST_CHUNK_SIZE,
     LAST_CHUNK_SIZE,
+    Answers,
+    PreparedAnswer,
     body_spans,
     byte_range,
     esp_json,
     for_the_module,
     handle_exception,
+    image_headers,
+    prepare,
+    prepare_download,
 )
 
 ALL_ERRORS = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.OtaError)]
@@ -118,3 +123,58 @@ def test_byte_range_past_the_end_is_not_satisfiable(header: str, length: int) ->
 @pytest.mark.parametrize("header", ["bytes=0-" + "9" * 5000, "bytes=" + "9" * 5000 + "-", "bytes=-" + "9" * 5000])
 def test_a_range_with_a_number_too_long_to_mean_anything_is_ignored(header: str) -> None:
     assert byte_range(header, 1000) is None  # the whole file, 200; int() of 5000 digits would raise
+
+
+def _wire_head(request_stub, response, keep_alive: bool = True) -> bytes:
+    """The header block as Sanic's HTTP/1.1 writer makes it, after the response middleware."""
+    for_the_module(request_stub, response)
+    if response.body:
+        response.headers["content-length"] = len(response.body)
+    response.headers["connection"] = "keep-alive" if keep_alive else "close"
+    return format_http1_response(response.status, response.processed_headers)
+
+
+def test_a_prepared_answer_leaves_as_the_same_bytes_as_one_built_per_request(request_stub) -> None:
+    body = {"status": 200, "rom_version": "v1.0.0", "pinned": False}
+    for keep_alive in (True, False):
+        prepared = _wire_head(request_stub, PreparedAnswer(prepare(body)), keep_alive)
+        built = _wire_head(request_stub, esp_json(body), keep_alive)
+        assert prepared == built
+        assert prepared.startswith(b"HTTP/1.1 200 OK\r\nContent-Length: 57\r\n")
+
+
+def test_a_prepared_answer_given_another_header_still_spells_content_length(request_stub) -> None:
+    response = PreparedAnswer(prepare({"status": 429, "message": "slow down"}, 429))
+    response.headers["Retry-After"] = "7"  # what handle_exception adds to a 429
+    head = _wire_head(request_stub, response)
+    assert f"\r\nContent-Length: {len(response.body)}\r\n".encode() in head
+    assert b"\r\nRetry-After: 7\r\n" in head and b"content-type: application/json" in head
+    assert b"content-length" not in head
+
+
+def test_a_prepared_download_block_is_the_one_built_per_request(request_stub) -> None:
+    extra = {"ETag": '"abc"', "Accept-Ranges": "bytes"}
+    response = PreparedAnswer(prepare_download(4096, extra))
+    assert response.headers["content-length"] == "4096"  # what Sanic counts the streamed body against
+    response.headers["connection"] = "keep-alive"
+    head = format_http1_response(200, response.processed_headers)
+    lines = head.decode().split("\r\n")
+    assert lines[1:-2] == [f"{k}: {v}" for k, v in image_headers(4096, None, extra).items()] + [
+        "connection: keep-alive", "content-type: application/octet-stream"]
+
+
+def test_answers_are_built_once_per_index_and_key_and_again_for_a_new_index() -> None:
+    answers, built = Answers(), []
+
+    def build(version: str) -> dict[str, object]:
+        built.append(version)
+        return {"status": 200, "rom_version": version}
+
+    first, second = object(), object()
+    a = answers.get(first, ("query", "v1"), lambda: build("v1"))
+    b = answers.get(first, ("query", "v1"), lambda: build("v1"))
+    assert a.body == b.body == b'{"status": 200, "rom_version": "v1"}' and built == ["v1"]
+    answers.get(first, ("query", "v2"), lambda: build("v2"))  # another key: its own answer
+    assert built == ["v1", "v2"]
+    c = answers.get(second, ("query", "v1"), lambda: build("v1 again"))  # a new index: nothing kept
+    assert c.body == b'{"status": 200, "rom_version": "v1 again"}' and built == ["v1", "v2", "v1 again"]
