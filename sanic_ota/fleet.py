@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sanic_ota.accounting import Kind, Outcome, RequestRecord
 from sanic_ota.channels import utc_text
+from sanic_ota.shared_file import SharedFile
 
 logger = logging.getLogger("sanic_ota.fleet")
 
@@ -41,7 +42,6 @@ logger = logging.getLogger("sanic_ota.fleet")
 MAX_ADDRESSES = 10_000
 #: Callers remembered as offered a rollout (32 hex characters each, ~5 MB at most).
 MAX_REMEMBERED = 100_000
-BUSY_TIMEOUT = 1.0
 OFFERED, DOWNLOADED = "offered", "downloaded"
 
 _SCHEMA = """
@@ -116,13 +116,12 @@ class Fleet:
     def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
+        self._file = SharedFile(path, _SCHEMA, "fleet counts in", logger) if path is not None else None
         self._buffer = _Buffer()
         #: callers offered a rollout, by any worker, as of the last flush, plus this worker's since
         self._remembered: set[str] = set()
         self._buffer_lock = threading.Lock()
         self._io_lock = threading.Lock()
-        self._broken = False
-        self._ready = False
 
     # -- recording (event loop, never blocks on I/O) --------------------------------
 
@@ -164,7 +163,7 @@ class Fleet:
 
     def flush(self) -> bool:
         """Add the buffered counts to the file and read back every worker's offers. Never raises."""
-        if self.path is None:
+        if self._file is None:
             return False
         with self._io_lock:
             with self._buffer_lock:
@@ -175,29 +174,17 @@ class Fleet:
                 with self._buffer_lock:
                     buffer.add(self._buffer)
                     self._buffer = buffer
-                self._trouble("cannot write", e)
+                self._file.trouble("cannot write", e)
                 return False
             with self._buffer_lock:
                 self._remembered = remembered | set(self._buffer.offers)
-            if self._broken:
-                logger.info("fleet counts in %s work again", self.path)
-                self._broken = False
+            self._file.works()
             return True
 
-    def _connect(self) -> sqlite3.Connection:
-        assert self.path is not None
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-        if not self._ready:
-            try:
-                connection.executescript(_SCHEMA)
-            except BaseException:
-                connection.close()
-                raise
-            self._ready = True
-        return connection
 
     def _write(self, buffer: _Buffer) -> set[str]:
-        with closing(self._connect()) as db:
+        assert self._file is not None  # flush checked
+        with closing(self._file.connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
@@ -230,11 +217,6 @@ class Fleet:
                 raise
         return remembered
 
-    def _trouble(self, what: str, error: Exception) -> None:
-        self._ready = False
-        if not self._broken:
-            logger.warning("fleet counts in %s: %s (%s); counting in memory until it works", self.path, what, error)
-            self._broken = True
 
     # -- reading ------------------------------------------------------------------------
 
@@ -276,11 +258,11 @@ class Fleet:
     def _read(self, mine: dict[Pair, set[str]]) -> tuple[_Rows, dict[Pair, set[str]]]:
         """The file's counts, with distinct addresses counted in SQL, and which of this
         worker's unflushed addresses the file already has (so none counts twice)."""
-        if self.path is None or not self.path.exists():
+        if self._file is None or not self._file.path.exists():
             return ([], [], [], []), {}
         known: dict[Pair, set[str]] = {}
         try:
-            with closing(self._connect()) as db:
+            with closing(self._file.connect()) as db:
                 db.execute("BEGIN")
                 found: _Rows = (
                     db.execute("SELECT key, channel, version, event, count FROM fleet_counts").fetchall(),
@@ -296,7 +278,7 @@ class Fleet:
                             f"AND address IN ({', '.join('?' * len(part))})", (key, channel, *part)))
                 db.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
-            self._trouble("cannot read", e)
+            self._file.trouble("cannot read", e)
             return ([], [], [], []), {}
         return found, known
 

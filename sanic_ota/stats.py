@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sanic_ota.accounting import Kind, Outcome, RequestRecord
+from sanic_ota.shared_file import SharedFile
 
 logger = logging.getLogger("sanic_ota.stats")
 
@@ -34,7 +35,6 @@ HOURS = 24
 MAX_FAILURES = 50
 FLUSH_SECONDS = 2.0
 #: How long a flush or a read waits for another worker's transaction.
-BUSY_TIMEOUT = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS downloads (
@@ -95,12 +95,11 @@ class Stats:
     def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
+        self._file = SharedFile(path, _SCHEMA, "statistics file", logger) if path is not None else None
         self._counts: Counter[tuple[int, str, str]] = Counter()
         self._failures: list[Failure] = []
         self._buffer_lock = threading.Lock()  # held briefly, on the event loop too
         self._io_lock = threading.Lock()  # flush and read never interleave
-        self._broken = False
-        self._ready = False
         self._pruned_hour = 0  # the buffer holds no bucket older than this hour allows
 
     # -- recording (event loop, never blocks on I/O) ----------------------------
@@ -130,7 +129,7 @@ class Stats:
 
     def flush(self) -> bool:
         """Add the buffered counts to the file; True if the buffer is now empty. Never raises."""
-        if self.path is None:
+        if self._file is None:
             return False
         with self._io_lock:
             with self._buffer_lock:
@@ -145,27 +144,15 @@ class Stats:
                     self._counts.update(counts)
                     self._failures[:0] = failures
                     self._prune_buffer(int(self.clock() // 3600))
-                self._trouble("cannot write", e)
+                self._file.trouble("cannot write", e)
                 return False
-            if self._broken:
-                logger.info("statistics file %s works again", self.path)
-                self._broken = False
+            self._file.works()
             return True
 
-    def _connect(self) -> sqlite3.Connection:
-        assert self.path is not None
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-        if not self._ready:
-            try:
-                connection.executescript(_SCHEMA)
-            except BaseException:
-                connection.close()
-                raise
-            self._ready = True
-        return connection
 
     def _write(self, counts: Counter[tuple[int, str, str]], failures: list[Failure], hour: int) -> None:
-        with closing(self._connect()) as db:
+        assert self._file is not None  # flush checked
+        with closing(self._file.connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
@@ -187,10 +174,10 @@ class Stats:
                 raise
 
     def _read(self, hour: int) -> tuple[list[tuple[int, str, str, int]], list[Failure]]:
-        if self.path is None or not self.path.exists():
+        if self._file is None or not self._file.path.exists():
             return [], []
         try:
-            with closing(self._connect()) as db:
+            with closing(self._file.connect()) as db:
                 db.execute("BEGIN")  # one consistent view of both tables
                 rows = db.execute("SELECT hour, version, file, count FROM downloads WHERE hour > ?",
                                   (hour - HOURS,)).fetchall()
@@ -199,16 +186,10 @@ class Stats:
                     (MAX_FAILURES,))]
                 db.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
-            self._trouble("cannot read", e)
+            self._file.trouble("cannot read", e)
             return [], []
         return rows, failures
 
-    def _trouble(self, what: str, error: Exception) -> None:
-        self._ready = False  # the file may have been replaced: create the tables again
-        if not self._broken:
-            logger.warning("statistics file %s: %s (%s); counting in memory until it works",
-                           self.path, what, error)
-            self._broken = True
 
     # -- reading ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sanic_ota import stats
+from sanic_ota import shared_file
 from sanic_ota.accounting import AuthFailure, Kind, RequestRecord
 from sanic_ota.stats import HOURS, MAX_FAILURES, Stats, failure_of, flush_periodically
 
@@ -123,7 +123,7 @@ def test_an_unwritable_file_never_raises_and_counts_stay_in_memory(tmp_path: Pat
 
 
 def test_a_locked_file_keeps_the_buffer_until_it_is_free(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(stats, "BUSY_TIMEOUT", 0.05)
+    monkeypatch.setattr(shared_file, "BUSY_TIMEOUT", 0.05)
     worker = Stats(tmp_path / "s.db")
     worker.observe(done())
     assert worker.flush()
