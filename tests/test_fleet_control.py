@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from archives import tar_of
 from conftest import OTHER_TOKEN, TOKEN, VERSION, env_for, settings_for, write_release
 from esp_client import list_versions, version_query
 from server_process import ServerProcess
@@ -155,21 +156,13 @@ def test_the_admin_api_is_for_admin_keys_only(fleet_server: ServerProcess) -> No
     assert not (proc.cwd / "channels" / "beta.json").exists()
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_an_upload_of_a_tampered_image_is_refused_and_leaves_nothing(fleet_server: ServerProcess) -> None:
     proc = fleet_server
     image = bytearray(example.build_app_image("v2.0.0"))
     image[len(image) // 2] ^= 0xFF  # one bit of the application flipped: its checksum and hash fail
-    status, body = admin(proc, "PUT", "/v1/admin/releases/v2.0.0", _tar({"ota.bin": bytes(image)}))
+    status, body = admin(proc, "PUT", "/v1/admin/releases/v2.0.0", tar_of({"ota.bin": bytes(image)}))
     assert status == 400 and "module would reject" in str(body["message"])
     assert sorted(p.name for p in (proc.cwd / "partitions").iterdir()) == [VERSION, NEW]  # no stage left
     assert version_query(proc.host, proc.port, TOKEN) == NEW

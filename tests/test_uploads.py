@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import pytest
+from archives import tar_of
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sanic_ota import example_release as example
@@ -21,15 +21,9 @@ APP = example.build_app_image("v2.0.0")
 CERT = example.build_cert_partition(b"-----BEGIN CERTIFICATE-----\n")
 
 
+
 def _tar(files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
+    return io.BytesIO(tar_of(files))
 
 
 def _signed(files: dict[str, bytes], version: str = "v2.0.0") -> bytes:
