@@ -25,6 +25,11 @@ and /status says why. The mirror logs which object failed and why, reports it in
 ``<cache>/.store-status.json`` (``mirror_status``), and fetches the release again after
 1 s, 2, 4, ... up to 60 s (at most once per poll), or at once when the bucket changes.
 
+Channel files (``channels/<name>.json``) are copied likewise, byte for byte, into
+``<cache>/channels/`` after the releases (an unchanged ETag: no GET; one gone from the
+bucket is removed), so the indexer and watcher treat them as local ones and every
+replica follows a channel change within one poll.
+
 A release whose manifest leaves the bucket leaves the cache at the next poll
 (manifest first, then its directory). Past ``cache_dir_bytes`` the oldest releases are
 left out (never the newest or the pinned one): this replica no longer lists them, and
@@ -58,11 +63,22 @@ from typing import BinaryIO
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import ContainmentError, ManifestError
 from sanic_ota.files import write_atomic
-from sanic_ota.mirror_plan import PIN_PATH, Held, Listed, file_path, manifest_path, plan, releases_in
+from sanic_ota.mirror_plan import (
+    PIN_PATH,
+    Held,
+    Listed,
+    channel_path,
+    channels_in,
+    file_path,
+    manifest_path,
+    plan,
+    plan_channels,
+    releases_in,
+)
 from sanic_ota.mirror_status import StoreStatus, wanted, write_status
 from sanic_ota.settings import ENV_PREFIX, Settings
 from sanic_ota.signing import Verifier
-from sanic_ota.store.local import MANIFEST_LIMIT, PIN_LIMIT, LocalStore
+from sanic_ota.store.local import CHANNEL_LIMIT, MANIFEST_LIMIT, PIN_LIMIT, LocalStore
 from sanic_ota.store.s3 import (
     Bucket,
     ObjectChanged,
@@ -121,6 +137,8 @@ class Mirror:
         self.held: dict[str, Held] = {}
         self.pin_etag: str | None = None
         self.pinned: str | None = None
+        #: channel name → the ETag of the channel file copied into the cache
+        self.channel_etags: dict[str, str] = {}
         #: release → object → why; and when each failed release is fetched again
         self.failures: dict[str, dict[str, str]] = {}
         self.retries: dict[str, Retry] = {}
@@ -199,6 +217,7 @@ class Mirror:
             for version in todo.fetch:
                 await self._fetch(bucket, version, listed[version])
             await asyncio.to_thread(self._write_pin, pin, pin_document)
+            await self._mirror_channels(bucket, channels_in(listing))
         except (StoreUnreachable, StoreRefused) as e:
             self._went_down(str(e))
         else:
@@ -245,6 +264,38 @@ class Mirror:
             self.store.copy_pin(document)
             self.pin_etag = pin.etag
             logger.info("pin mirrored: %s", self.pinned or "(not a plain version name: refused by the index)")
+
+    async def _mirror_channels(self, bucket: Bucket, listed: dict[str, ObjectInfo]) -> None:
+        """Copy the channel files that changed in the bucket (byte for byte), remove those gone.
+
+        After the releases, as the pin: a channel pinned to a new release names it once
+        it is in place. Unchanged ETags: no GET.
+        """
+        todo = plan_channels(listed, self.channel_etags, CHANNEL_LIMIT)
+        copies: dict[str, tuple[bytes, str]] = {}
+        for name in todo.fetch:
+            try:
+                copies[name] = (await bucket.read(channel_path(name), listed[name].etag, CHANNEL_LIMIT),
+                                listed[name].etag)
+            except ObjectChanged:
+                logger.info("channel file %s changed in the bucket while it was read; the next poll reads it", name)
+        for name in todo.too_large:
+            logger.error("channel file %s in %s is %d bytes, more than a channel file may be (%d): not fetched; "
+                         "the channel's callers get 503 until it is fixed", name, self.location, listed[name].size,
+                         CHANNEL_LIMIT)
+            copies[name] = (b"", listed[name].etag)  # not JSON: the index refuses the channel
+        if copies or todo.remove:
+            await asyncio.to_thread(self._copy_channels, copies, todo.remove)
+
+    def _copy_channels(self, copies: dict[str, tuple[bytes, str]], gone: list[str]) -> None:
+        for name, (document, etag) in sorted(copies.items()):
+            self.store.write_channel(name, document)
+            self.channel_etags[name] = etag
+            logger.info("channel file %s mirrored", name)
+        for name in gone:
+            self.store.write_channel(name, None)
+            self.channel_etags.pop(name, None)
+            logger.info("channel file %s removed (gone from the bucket)", name)
 
     # -- one release --------------------------------------------------------------------
 
@@ -354,8 +405,9 @@ class Mirror:
                 held[str(version)] = Held(str(item["manifest"]), {str(k): str(v) for k, v in item["files"].items()},
                                           int(item["size"]))
             pin_etag = record["pin"]
+            channel_etags = {str(k): str(v) for k, v in record.get("channels", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            held, pin_etag = {}, None
+            held, pin_etag, channel_etags = {}, None, {}
         directories, manifests_present = self.store.installed()
         for version in directories | manifests_present:
             if version not in held or version not in directories or version not in manifests_present:
@@ -365,6 +417,10 @@ class Mirror:
             pinned = self.store.read_pin()
         except ContainmentError:
             pinned = None
+        # a channel file on disk the record does not know ("": never a listed ETag) is
+        # fetched again at the first listing, or removed if the bucket has none
+        on_disk = self.store.list_channels()
+        self.channel_etags = {name: channel_etags.get(name, "") for name in on_disk}
         if pinned is None or not isinstance(pin_etag, str):
             self.store.copy_pin(None)  # not known to come from the bucket: read it again
             self.pin_etag = self.pinned = None
@@ -377,6 +433,7 @@ class Mirror:
             "releases": {v: {"manifest": h.manifest, "files": dict(h.files), "size": h.size}
                          for v, h in sorted(self.held.items())},
             "pin": self.pin_etag,
+            "channels": dict(sorted(self.channel_etags.items())),
         }, indent=1).encode()
         if record != self._saved:
             write_atomic(self.cache / MIRROR_FILE, record)

@@ -137,3 +137,49 @@ def plan(
     fetch = [v for v in newest_first(keep) if to_fetch(v)]
     remove = sorted(v for v in held if v not in keep)
     return Plan(fetch, remove, left_out)
+
+
+CHANNELS = "channels"
+CHANNEL_SUFFIX = ".json"
+
+
+def channel_path(name: str) -> str:
+    return f"{CHANNELS}/{name}{CHANNEL_SUFFIX}"
+
+
+def channels_in(listing: Mapping[str, ObjectInfo]) -> dict[str, ObjectInfo]:
+    """The channel files a listing holds: ``channels/<name>.json`` with a plain name, by name.
+
+    Other objects under ``channels/`` (deeper paths, other suffixes) are not channel
+    files, exactly as in a local ``channels/`` directory, and are never fetched.
+    """
+    found = {}
+    for path, info in listing.items():
+        parts = path.split("/")
+        if len(parts) == 2 and parts[0] == CHANNELS and parts[1].endswith(CHANNEL_SUFFIX):
+            name = parts[1][: -len(CHANNEL_SUFFIX)]
+            if is_plain_name(name):
+                found[name] = info
+    return found
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    fetch: list[str]  # new or changed in the bucket (by ETag)
+    remove: list[str]  # held, gone from the bucket
+    too_large: list[str]  # changed, but over ``limit``: never fetched, the copy is made unusable
+
+
+def plan_channels(listed: Mapping[str, ObjectInfo], held: Mapping[str, str], limit: int) -> ChannelPlan:
+    """Which channel files to copy, remove, or refuse, from their listed and held ETags.
+
+    An unchanged ETag means no GET. A file over ``limit`` bytes (what a local channel
+    file may be) is not fetched; the mirror replaces its copy with one the index
+    refuses, so the channel's callers get 503 rather than an older pin or rollout.
+    """
+    changed = sorted(name for name, info in listed.items() if held.get(name) != info.etag)
+    return ChannelPlan(
+        fetch=[name for name in changed if listed[name].size <= limit],
+        remove=sorted(set(held) - set(listed)),
+        too_large=[name for name in changed if listed[name].size > limit],
+    )

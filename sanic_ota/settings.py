@@ -112,8 +112,8 @@ class Settings:
     )
     cache_dir: Path = field(
         default=Path("cache"),
-        metadata=_doc("With a store: the replica's copy of the bucket (partitions/, manifests/) and its own "
-                      "records; one directory per replica."),
+        metadata=_doc("With a store: the replica's copy of the bucket (partitions/, manifests/, channels/) and "
+                      "its own records; one directory per replica."),
     )
     cache_dir_bytes: int = field(
         default=4 * 1024 * 1024 * 1024,
@@ -155,7 +155,8 @@ class Settings:
         if self.cache_dir_bytes <= 0:
             raise ConfigurationError(f"{ENV_PREFIX}CACHE_DIR_BYTES must be more than 0")
         for name, default, inside in (("partitions_dir", Path("partitions"), "partitions"),
-                                      ("manifests_dir", Path("manifests"), "manifests")):
+                                      ("manifests_dir", Path("manifests"), "manifests"),
+                                      ("channels_dir", Path("channels"), "channels")):
             value = getattr(self, name)
             if value not in (default, self.cache_dir / inside):
                 raise ConfigurationError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sanic_ota.changes import Snapshot, layout_of, snapshot
+from sanic_ota.channel_writer import BucketChannelWriter, ChannelWriter
 from sanic_ota.errors import ConfigurationError
 from sanic_ota.filecache import SERVER_RECHECK_SECONDS, VerifiedFiles
 from sanic_ota.files import open_to_others, write_atomic
@@ -31,6 +32,7 @@ from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 from sanic_ota.stats import Stats
 from sanic_ota.store.local import LocalStore
+from sanic_ota.store.s3 import S3Location
 
 logger = logging.getLogger("sanic_ota.state")
 
@@ -53,6 +55,11 @@ class State:
     seen: Snapshot = field(default_factory=dict)
     #: with a store (a replica): what its mirror last saw of the bucket; None for local disks
     store_status: StatusReader | None = None
+    #: where the admin API writes channel files and the pin: ``store``, or on a replica the bucket
+    writer: ChannelWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = ChannelWriter(self.store)
 
 
 def require_private(path: Path, what: str) -> None:
@@ -119,5 +126,8 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     store_status = StatusReader(settings.cache_dir, settings.store) if settings.store else None
     fleet = Fleet(settings.stats_path)
     fleet.flush()  # the rollout offers every worker remembered, before the first version query
-    return State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
-                 fleet=fleet, seen=seen, store_status=store_status)
+    state = State(settings, store, keyring, verifier, indexer, index, files, stats=Stats(settings.stats_path),
+                  fleet=fleet, seen=seen, store_status=store_status)
+    if settings.store:
+        state.writer = BucketChannelWriter(store, S3Location.parse(settings.store))
+    return state

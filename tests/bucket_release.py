@@ -105,7 +105,8 @@ def replica_settings(workdir: Path, location: str, public_key: Path, name: str =
     cache = workdir / name
     values: dict[str, object] = dict(
         store=location, sign_manifests=False, public_key=public_key, cache_dir=cache,
-        partitions_dir=cache / "partitions", manifests_dir=cache / "manifests", poll_seconds=0.5,
+        partitions_dir=cache / "partitions", manifests_dir=cache / "manifests", channels_dir=cache / "channels",
+        poll_seconds=0.5,
     )
     values.update(overrides)
     return settings_for(workdir, **values)

@@ -76,7 +76,8 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     ~5 s to start, so once per session (per pytest-xdist worker). A test that stops
     its store starts its own ``SeaweedFS`` instead.
     """
-    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as store:
+    # each test has its own prefix: the replica identity may write channels/ and LATEST under any
+    with SeaweedFS(tmp_path_factory.mktemp("seaweed"), prefix="*") as store:
         yield store
 
 

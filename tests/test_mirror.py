@@ -188,3 +188,38 @@ def test_one_mirror_per_cache_directory(replica: Settings) -> None:
     assert first._lock_fd is not None
     os.close(first._lock_fd)  # the holder died: the lock is free for the next
     assert second._take_lock() and (replica.cache_dir / LOCK_FILE).exists()
+
+
+def test_channel_files_are_mirrored_byte_for_byte_and_follow_the_bucket(
+        seaweed: SeaweedFS, publisher: Publisher, replica: Settings) -> None:
+    publisher.publish("v1.0.0")
+    publisher.publish("v2.0.0")
+    beta = b'{"pin": "v1.0.0", "by": "ops"}\n'
+    publisher.put("channels/beta.json", beta)
+    publisher.put("channels/huge.json", b" " * (64 * 1024 + 1))
+    publisher.put("channels/notes.txt", b"not a channel file")
+    mirror = mirror_of(replica)
+    poll(seaweed, mirror)
+    copy = replica.channels_dir / "beta.json"
+    assert copy.read_bytes() == beta
+    assert sorted(os.listdir(replica.channels_dir)) == ["beta.json", "huge.json"]
+    index = index_of(replica)
+    assert index.base("beta").version == "v1.0.0"
+    assert "huge" in index.channels.problems  # over 64 KiB: refused, its callers get 503, never an old copy
+    # unchanged ETags: nothing fetched or rewritten, also after a restart (.mirror.json)
+    inode = os.stat(copy).st_ino
+    poll(seaweed, mirror)
+    poll(seaweed, mirror_of(replica))
+    assert os.stat(copy).st_ino == inode
+    # a copy the record does not know (written by hand) is replaced by the bucket's, or removed
+    (replica.channels_dir / "alpha.json").write_bytes(b'{"pin": "v2.0.0"}')
+    copy.write_bytes(b'{"pin": "v2.0.0"}')
+    restarted = mirror_of(replica)
+    restarted.channel_etags["beta"] = ""  # as after a crash between the write and the record
+    poll(seaweed, restarted)
+    assert copy.read_bytes() == beta and not (replica.channels_dir / "alpha.json").exists()
+    # deleted from the bucket: gone from the cache; the channel follows the newest again
+    publisher.delete("channels/beta.json")
+    poll(seaweed, restarted)
+    assert not copy.exists()
+    assert index_of(replica).base("beta").version == "v2.0.0"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sanic_ota.mirror_plan import Held, Listed, choose, plan, releases_in
+from sanic_ota.mirror_plan import Held, Listed, channels_in, choose, plan, plan_channels, releases_in
 from sanic_ota.store.s3 import ObjectInfo
 
 
@@ -82,3 +82,28 @@ def test_a_release_devices_ask_for_is_held_before_newer_ones() -> None:
     held = {v: releases[v].held() for v in ("v4.0.0", "v3.0.0")}
     todo = plan(releases, held, None, 250, wanted={"v1.0.0", "v9.0.0"})  # v9.0.0: not in the bucket
     assert todo.fetch == ["v1.0.0"] and todo.remove == ["v3.0.0"]
+
+
+def test_channel_files_are_plain_names_under_channels() -> None:
+    listing = {
+        "channels/beta.json": info("b", 50),
+        "channels/stable.json": info("s", 40),
+        "channels/..json": info("x"),  # not a plain name
+        "channels/beta.txt": info("y"),  # not a channel file
+        "channels/deep/beta.json": info("z"),  # too deep
+        "partitions/channels/beta.json": info("w"),
+        "manifests/v1.0.0.json": info("m"),
+    }
+    assert channels_in(listing) == {"beta": info("b", 50), "stable": info("s", 40)}
+    assert releases_in(listing)[0].keys() == {"v1.0.0"}  # channel files are no release
+
+
+def test_a_channel_file_is_fetched_when_its_etag_changed_and_removed_when_gone() -> None:
+    listed = {"beta": info("b2"), "same": info("s"), "new": info("n"), "huge": info("h", 70_000)}
+    held = {"beta": '"b1"', "same": '"s"', "gone": '"g"', "unknown": ""}
+    todo = plan_channels(listed, held, 65_536)
+    assert todo.fetch == ["beta", "new"]  # "same": unchanged ETag, no GET
+    assert todo.remove == ["gone", "unknown"]
+    assert todo.too_large == ["huge"]  # never fetched: its copy is made unusable
+    assert plan_channels(listed, {**held, "huge": '"h"'}, 65_536).too_large == []  # refused once, not every poll
+    assert plan_channels({}, {}, 65_536) == plan_channels({}, {}, 1)

@@ -111,7 +111,7 @@ CHANGED = Settings(
     rescan_seconds=7.5, cache_bytes=1234, stats_file=Path("/s.db"), header_timeout=4.5,
     max_unauthenticated_connections=3, log_format="json", extra_ports=(80, 8081),
     store="s3://ota/Fleet/EU", cache_dir=Path("007"), cache_dir_bytes=1 << 20, poll_seconds=0.5,
-    channels_dir=Path("/c"), upload_max_bytes=4096,
+    channels_dir=Path("007/channels"), upload_max_bytes=4096,
 )
 
 
@@ -175,6 +175,7 @@ def test_a_store_serves_from_the_cache_directory_and_only_verifies() -> None:
     assert s.store == "s3://ota/Fleet/EU"  # object keys are case-sensitive: not lower-cased
     assert s.partitions_dir == Path("/var/cache/ota/partitions")
     assert s.manifests_dir == Path("/var/cache/ota/manifests")
+    assert s.channels_dir == Path("/var/cache/ota/channels")  # the mirror's copy of the bucket's channel files
     assert s.state_dir == Path("/var/cache/ota/manifests")  # the records stay with the replica's copy
     assert (s.cache_dir_bytes, s.poll_seconds) == (4 * 1024**3, 5.0)
     assert Settings().store == "" and Settings().partitions_dir == Path("partitions")  # no store: as ever
@@ -192,6 +193,8 @@ def test_a_store_only_verifies_unless_told_otherwise_which_is_refused() -> None:
      "SANIC_OTA_PARTITIONS_DIR is not used with SANIC_OTA_STORE"),
     ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_MANIFESTS_DIR": "/srv/m"},
      "SANIC_OTA_MANIFESTS_DIR is not used with SANIC_OTA_STORE"),
+    ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_CHANNELS_DIR": "/srv/channels"},
+     "SANIC_OTA_CHANNELS_DIR is not used with SANIC_OTA_STORE"),
     ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_POLL_SECONDS": "0"}, "SANIC_OTA_POLL_SECONDS"),
     ({"OTA_STORE": "s3://b/p", "OTA_SIGN_MANIFESTS": "false", "OTA_CACHE_DIR_BYTES": "0"},
      "SANIC_OTA_CACHE_DIR_BYTES"),

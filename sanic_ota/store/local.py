@@ -289,6 +289,12 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def pin_document(version: str) -> bytes:
+    """The bytes of a pin naming ``version``: what ``write_pin`` writes, and what a replica
+    puts into its bucket's ``partitions/LATEST`` (``channel_writer``)."""
+    return f"{_plain(version)}\n".encode()
+
+
 class LocalStore:
     """``partitions/`` (releases and the pin), ``manifests/`` and ``channels/``, read without leaving them."""
 
@@ -408,7 +414,7 @@ class LocalStore:
         if version is None:
             path.unlink(missing_ok=True)
         else:
-            write_atomic(path, f"{_plain(version)}\n".encode())
+            write_atomic(path, pin_document(version))
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -527,9 +533,11 @@ class LocalStore:
     # -- for the watcher ------------------------------------------------------------------
 
     def ensure_directories(self) -> None:
-        """Create ``partitions/`` and ``manifests/`` (a replica's empty cache)."""
+        """Create ``partitions/``, ``manifests/`` and ``channels/`` (a replica's empty cache:
+        the watcher watches the channel files the mirror copies in from the start)."""
         self.partitions.mkdir(parents=True, exist_ok=True)
         self.manifests.mkdir(parents=True, exist_ok=True)
+        self.channels_dir.mkdir(parents=True, exist_ok=True)
 
     def ensure_partitions(self) -> None:
         """Create ``partitions/`` if it is missing, so that there is a directory to watch."""

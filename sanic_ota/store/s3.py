@@ -9,8 +9,9 @@ unservable, never make a device get a wrong byte. ``tools/publish.py`` writes th
 bucket with the same calls.
 
 The layout in the bucket is the one on disk, under a prefix:
-``<prefix>/partitions/<version>/<name>.bin``, ``<prefix>/manifests/<version>.json``
-and ``<prefix>/partitions/LATEST``.
+``<prefix>/partitions/<version>/<name>.bin``, ``<prefix>/manifests/<version>.json``,
+``<prefix>/partitions/LATEST`` and ``<prefix>/channels/<name>.json``. A replica's admin
+API writes the last two (``channel_writer``); nothing else here is written by a replica.
 
 The client is aiobotocore (botocore's async twin): it reads the endpoint, region and
 credentials the standard way (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
@@ -50,6 +51,10 @@ class StoreRefused(ConfigurationError):
 
 class ObjectChanged(OSError):
     """An object was replaced between listing it and reading it (its ETag moved on)."""
+
+
+class ObjectMissing(ObjectChanged):
+    """The object is not there (NoSuchKey): never written, or removed since it was listed."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ def classify(error: BaseException, location: S3Location) -> Exception:
                             "AWS_SECRET_ACCESS_KEY (or the AWS profile) for this replica")
     if code == "NoSuchBucket":
         return StoreRefused(f"bucket {location.bucket!r} does not exist: check SANIC_OTA_STORE")
+    if code in ("NoSuchKey", "404"):
+        return ObjectMissing("the object is not in the store")
     if code in ("PreconditionFailed", "412"):
         return ObjectChanged("the object changed while it was read")
     if isinstance(error, botocore.exceptions.ClientError):

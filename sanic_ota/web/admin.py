@@ -7,6 +7,10 @@ the request's audit line names the admin key and, in ``change``, what changed
 ``uploads``); handlers only translate, write through the store in a thread, and
 re-read the pin and channels into this worker's index at once (other workers'
 watchers see the file within about a second). Errors are the house JSON shape.
+
+Writes go through ``state.writer`` (``channel_writer``): the local store, or on a
+replica the bucket first (then this replica's copy; other replicas follow within one
+poll). A replica takes no upload: releases are published to the bucket.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ INDEX_WAIT_SECONDS = 5.0
 
 class TooLarge(OtaError):
     status = 413
+
+
+class Conflict(OtaError):
+    status = 409
 
 
 def _admin(request: Request) -> tuple[State, Key]:
@@ -110,8 +118,7 @@ async def list_channels(request: Request) -> HTTPResponse:
 
 async def _apply(request: Request, state: State, name: str, change: Change) -> HTTPResponse:
     """Write the changed channel file, re-read it here, audit what changed."""
-    await asyncio.to_thread(state.store.write_channel, name,
-                            None if change.channel is None else channels.dump(change.channel))
+    await state.writer.write_channel(name, None if change.channel is None else channels.dump(change.channel))
     await _reread(state)
     return _changed(request, state, change.what)
 
@@ -133,7 +140,7 @@ def _changed(request: Request, state: State, what: str) -> HTTPResponse:
 
 async def _current(state: State, name: str) -> Channel:
     """The channel as its file holds it now (not as this worker last read it)."""
-    data = await asyncio.to_thread(state.store.read_channel, name)
+    data = await state.writer.read_channel(name)
     return Channel(name) if data is None else channels.parse(name, data)
 
 
@@ -156,7 +163,7 @@ async def pin(request: Request, name: str) -> HTTPResponse:
     version = None if request.method == "DELETE" else _servable(state, _body(request).get("version"))
     record_of(request).version = version
     if name == DEFAULT_CHANNEL:
-        await asyncio.to_thread(state.store.write_pin, version)
+        await state.writer.write_pin(version)
         await _reread(state)
         return _changed(request, state, f"pin:{name}={version}" if version else f"unpin:{name}")
     change = channels.set_pin(await _current(state, name), version, admin.name, time.time())
@@ -229,6 +236,9 @@ async def upload(request: Request, version: str) -> HTTPResponse:
     version = check_name(version, "version")
     record = record_of(request)
     record.version = version
+    if not state.writer.takes_uploads:
+        raise Conflict(f"this server is a replica of {state.settings.store}: releases are published to the "
+                       "bucket (tools/publish.py VERSION --to STORE, or make publish), not uploaded here")
     limit = state.settings.upload_max_bytes
     state.settings.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=state.settings.state_dir) as spool:
