@@ -32,8 +32,8 @@ replica follows a channel change within one poll.
 
 A release whose manifest leaves the bucket leaves the cache at the next poll
 (manifest first, then its directory). Past ``cache_dir_bytes`` the oldest releases are
-left out (never the newest or the pinned one): this replica no longer lists them, and
-one a device asks for (``mirror_status.want``) is fetched back before newer ones.
+left out (never the newest, the pinned one, or one a channel file names): this
+replica no longer lists them, and one a device asks for (``mirror_status.want``) is fetched back before newer ones.
 The store unreachable: nothing changes on disk, the verified releases are served on,
 and the status says the store is down until a listing succeeds again.
 
@@ -65,12 +65,14 @@ from sanic_ota.errors import ContainmentError, ManifestError
 from sanic_ota.files import write_atomic
 from sanic_ota.mirror_plan import (
     PIN_PATH,
+    ChannelPlan,
     Held,
     Listed,
     channel_path,
     channels_in,
     file_path,
     manifest_path,
+    named_by_channel,
     plan,
     plan_channels,
     releases_in,
@@ -139,6 +141,8 @@ class Mirror:
         self.pinned: str | None = None
         #: channel name → the ETag of the channel file copied into the cache
         self.channel_etags: dict[str, str] = {}
+        #: channel name → the releases its file names (kept in a full cache)
+        self.channel_names: dict[str, set[str]] = {}
         #: release → object → why; and when each failed release is fetched again
         self.failures: dict[str, dict[str, str]] = {}
         self.retries: dict[str, Retry] = {}
@@ -209,15 +213,19 @@ class Mirror:
             failed = {v: retry.listed for v, retry in self.retries.items()}
             due = {v for v, retry in self.retries.items() if retry.at <= now}
             asked = await asyncio.to_thread(wanted, self.cache, time.time())
-            todo = plan(listed, self.held, self.pinned, self.limit, failed, due, asked)
+            channel_todo, copies = await self._read_channels(bucket, channels_in(listing))
+            kept = self._named_by_channels(copies, channel_todo.remove) | ({self.pinned} if self.pinned else set())
+            todo = plan(listed, self.held, kept, self.limit, failed, due, asked)
             for version in todo.remove:
                 why = "left out: the cache is over its bound" if version in todo.left_out else "gone from the bucket"
                 await asyncio.to_thread(self._remove, version)
                 logger.info("release %s removed from the cache (%s)", version, why)
             for version in todo.fetch:
                 await self._fetch(bucket, version, listed[version])
+            # after the releases: a pin or channel naming a new release names it once it is in place
             await asyncio.to_thread(self._write_pin, pin, pin_document)
-            await self._mirror_channels(bucket, channels_in(listing))
+            if copies or channel_todo.remove:
+                await asyncio.to_thread(self._copy_channels, copies, channel_todo.remove)
         except (StoreUnreachable, StoreRefused) as e:
             self._went_down(str(e))
         else:
@@ -265,12 +273,11 @@ class Mirror:
             self.pin_etag = pin.etag
             logger.info("pin mirrored: %s", self.pinned or "(not a plain version name: refused by the index)")
 
-    async def _mirror_channels(self, bucket: Bucket, listed: dict[str, ObjectInfo]) -> None:
-        """Copy the channel files that changed in the bucket (byte for byte), remove those gone.
-
-        After the releases, as the pin: a channel pinned to a new release names it once
-        it is in place. Unchanged ETags: no GET.
-        """
+    async def _read_channels(self, bucket: Bucket, listed: dict[str, ObjectInfo]
+                             ) -> tuple[ChannelPlan, dict[str, tuple[bytes, str]]]:
+        """The channel files that changed in the bucket (unchanged ETags: no GET), read
+        before the releases are planned (a full cache keeps what they name) and copied,
+        byte for byte, after the releases are in place."""
         todo = plan_channels(listed, self.channel_etags, CHANNEL_LIMIT)
         copies: dict[str, tuple[bytes, str]] = {}
         for name in todo.fetch:
@@ -284,8 +291,15 @@ class Mirror:
                          "the channel's callers get 503 until it is fixed", name, self.location, listed[name].size,
                          CHANNEL_LIMIT)
             copies[name] = (b"", listed[name].etag)  # not JSON: the index refuses the channel
-        if copies or todo.remove:
-            await asyncio.to_thread(self._copy_channels, copies, todo.remove)
+        return todo, copies
+
+    def _named_by_channels(self, copies: dict[str, tuple[bytes, str]], gone: list[str]) -> set[str]:
+        """Every release the channel files name, with this poll's copies and removals."""
+        for name, (document, _) in copies.items():
+            self.channel_names[name] = named_by_channel(name, document)
+        for name in gone:
+            self.channel_names.pop(name, None)
+        return set().union(*self.channel_names.values())
 
     def _copy_channels(self, copies: dict[str, tuple[bytes, str]], gone: list[str]) -> None:
         for name, (document, etag) in sorted(copies.items()):
@@ -421,11 +435,18 @@ class Mirror:
         # fetched again at the first listing, or removed if the bucket has none
         on_disk = self.store.list_channels()
         self.channel_etags = {name: channel_etags.get(name, "") for name in on_disk}
+        self.channel_names = {name: named_by_channel(name, self._cached_channel(name)) for name in on_disk}
         if pinned is None or not isinstance(pin_etag, str):
             self.store.copy_pin(None)  # not known to come from the bucket: read it again
             self.pin_etag = self.pinned = None
         else:
             self.pin_etag, self.pinned = pin_etag, pinned
+
+    def _cached_channel(self, name: str) -> bytes:
+        try:
+            return self.store.read_channel(name) or b""
+        except (ContainmentError, OSError):
+            return b""
 
     def _save(self) -> None:
         """The record of what is installed (when it changed), and the status (every poll)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from sanic_ota import channels
 from sanic_ota.store.s3 import ObjectInfo
 from sanic_ota.versions import is_plain_name, is_release_file, newest, newest_first
 
@@ -83,16 +84,17 @@ def releases_in(listing: Mapping[str, ObjectInfo]) -> tuple[dict[str, Listed], O
     return releases, listing.get(PIN_PATH)
 
 
-def choose(listed: Mapping[str, Listed], pinned: str | None, limit: int,
+def choose(listed: Mapping[str, Listed], kept: Collection[str], limit: int,
            wanted: Collection[str] = ()) -> tuple[set[str], list[str]]:
     """The releases to hold within ``limit`` bytes, and those left out (newest first).
 
-    The newest release and the pinned one are always held, whatever their size: they
-    are what plain ``AT+CIUPDATE`` gets. Then the releases devices asked for although
+    The newest release and those ``kept`` (the pin's, and those a channel pins or rolls
+    out) are always held, whatever their size: they are what version queries answer,
+    and a device told to install one must find it. Then the releases devices asked for although
     they were left out (``wanted``), then the others, newest first, while they fit; the
     oldest (and names that are not versions) are left out first.
     """
-    must = set(newest(listed)) | ({pinned} & listed.keys() if pinned else set())
+    must = set(newest(listed)) | (set(kept) & listed.keys())
     held, used = set(must), sum(listed[v].size for v in must)
     order = newest_first(listed)
     left_out = []
@@ -115,7 +117,7 @@ class Plan:
 
 
 def plan(
-    listed: Mapping[str, Listed], held: Mapping[str, Held], pinned: str | None, limit: int,
+    listed: Mapping[str, Listed], held: Mapping[str, Held], kept: Collection[str], limit: int,
     failed: Mapping[str, Held] | None = None, due: Collection[str] = (), wanted: Collection[str] = (),
 ) -> Plan:
     """What to do now: fetch releases new or changed in the bucket; remove those the
@@ -124,10 +126,10 @@ def plan(
     A release whose last fetch failed (``failed``: the listing it failed on) is
     fetched again when its retry is ``due``, or at once if the bucket changed since;
     not at every poll, which would fetch a broken release again and again.
-    ``wanted``: releases left out of a full cache that devices asked for (``choose``).
+    ``kept`` and ``wanted``: see ``choose``.
     """
     failed = failed or {}
-    keep, left_out = choose(listed, pinned, limit, wanted)
+    keep, left_out = choose(listed, kept, limit, wanted)
 
     def to_fetch(version: str) -> bool:
         if version in failed:
@@ -141,6 +143,16 @@ def plan(
 
 CHANNELS = "channels"
 CHANNEL_SUFFIX = ".json"
+
+
+def named_by_channel(name: str, document: bytes) -> set[str]:
+    """The releases a channel file names (its pin, its rollout's release): a full cache
+    keeps them. None for a file the index would refuse anyway."""
+    try:
+        channel = channels.parse(name, document)
+    except channels.ChannelError:
+        return set()
+    return {v for v in (channel.pin, channel.rollout.version if channel.rollout else None) if v}
 
 
 def channel_path(name: str) -> str:

@@ -118,7 +118,7 @@ class Settings:
     cache_dir_bytes: int = field(
         default=4 * 1024 * 1024 * 1024,
         metadata=_doc("With a store: most bytes of releases the cache directory holds; the oldest releases "
-                      "are left out first, never the newest or the pinned one."),
+                      "are left out first, never the newest, the pinned one, or one a channel pins or rolls out."),
     )
     poll_seconds: float = field(
         default=5.0,

@@ -167,6 +167,29 @@ def test_the_oldest_releases_are_left_out_of_a_full_cache(
     assert index_of(settings).latest().version == "v1.0.0"
 
 
+def test_releases_a_channel_names_stay_in_a_full_cache(
+        seaweed: SeaweedFS, publisher: Publisher, workdir: Path, s3_location: str) -> None:
+    """A channel's pin or rollout is what its callers are told to install: kept, like the pin."""
+    size = sum(len(d) for d in publisher.publish("v1.0.0").values())
+    publisher.publish("v2.0.0")
+    publisher.publish("v3.0.0")
+    publisher.publish("v4.0.0")
+    publisher.put("channels/beta.json", b'{"pin": "v1.0.0"}')
+    rollout = {"version": "v2.0.0", "percent": 10, "started": "2026-11-30T08:00:00Z"}
+    publisher.put("channels/canary.json", json.dumps({"rollout": rollout}).encode())
+    settings = replica_settings(workdir, s3_location, publisher.public_key, cache_dir_bytes=size)  # room for one
+    mirror = mirror_of(settings)
+    poll(seaweed, mirror)
+    assert sorted(os.listdir(settings.partitions_dir)) == ["v1.0.0", "v2.0.0", "v4.0.0"]
+    assert mirror.status.left_out == ["v3.0.0"]
+    assert index_of(settings).base("beta").version == "v1.0.0"
+    # known again after a restart, from the channel files in the cache
+    assert mirror_of(settings).channel_names == {"beta": {"v1.0.0"}, "canary": {"v2.0.0"}}
+    publisher.delete("channels/beta.json")  # nothing names v1.0.0 any more: it may go
+    poll(seaweed, mirror)
+    assert sorted(os.listdir(settings.partitions_dir)) == ["v2.0.0", "v4.0.0"]
+
+
 def test_a_changed_release_is_replaced_whole(seaweed: SeaweedFS, publisher: Publisher, replica: Settings) -> None:
     publisher.publish("v1.0.0")
     mirror = mirror_of(replica)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sanic_ota.mirror_plan import Held, Listed, channels_in, choose, plan, plan_channels, releases_in
+from sanic_ota.mirror_plan import Held, Listed, channels_in, choose, named_by_channel, plan, plan_channels, releases_in
 from sanic_ota.store.s3 import ObjectInfo
 
 
@@ -37,50 +37,58 @@ def listed(*versions: str, size: int = 100) -> dict[str, Listed]:
 
 def test_the_oldest_are_left_out_first_never_the_newest_or_the_pinned() -> None:
     releases = listed("v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0", "beta")
-    assert choose(releases, None, 1000) == ({"v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0", "beta"}, [])
-    assert choose(releases, None, 250) == ({"v4.0.0", "v3.0.0"}, ["v2.0.0", "v1.0.0", "beta"])
-    assert choose(releases, "v1.0.0", 250) == ({"v4.0.0", "v1.0.0"}, ["v3.0.0", "v2.0.0", "beta"])
+    assert choose(releases, (), 1000) == ({"v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0", "beta"}, [])
+    assert choose(releases, (), 250) == ({"v4.0.0", "v3.0.0"}, ["v2.0.0", "v1.0.0", "beta"])
+    assert choose(releases, {"v1.0.0"}, 250) == ({"v4.0.0", "v1.0.0"}, ["v3.0.0", "v2.0.0", "beta"])
     # the newest is held even when it alone is over the bound
-    assert choose(releases, None, 10) == ({"v4.0.0"}, ["v3.0.0", "v2.0.0", "v1.0.0", "beta"])
-    assert choose(releases, "v9.0.0", 10)[0] == {"v4.0.0"}  # a pin naming nothing listed holds nothing
+    assert choose(releases, (), 10) == ({"v4.0.0"}, ["v3.0.0", "v2.0.0", "v1.0.0", "beta"])
+    assert choose(releases, {"v9.0.0"}, 10)[0] == {"v4.0.0"}  # a pin naming nothing listed holds nothing
+    assert choose(releases, {"v1.0.0", "v2.0.0"}, 10)[0] == {"v4.0.0", "v2.0.0", "v1.0.0"}  # channels' too
+
+
+def test_a_channel_file_names_its_pin_and_its_rollouts_release() -> None:
+    rollout = b'{"rollout": {"version": "v3.0.0", "percent": 5, "started": "2026-11-30T08:00:00Z"}}'
+    assert named_by_channel("beta", b'{"pin": "v1.0.0"}') == {"v1.0.0"}
+    assert named_by_channel("beta", rollout) == {"v3.0.0"}
+    assert named_by_channel("beta", b"not json") == set() == named_by_channel("beta", b"")
 
 
 def test_nothing_is_fetched_unless_an_etag_changed() -> None:
     releases = listed("v1.0.0", "v2.0.0")
     held = {v: r.held() for v, r in releases.items()}
-    assert plan(releases, held, None, 1 << 30).fetch == []
+    assert plan(releases, held, (), 1 << 30).fetch == []
     changed = dict(releases, **{"v1.0.0": Listed(info("mv1.0.0", 0), {"ota.bin": info("new")})})
-    assert plan(changed, held, None, 1 << 30).fetch == ["v1.0.0"]
+    assert plan(changed, held, (), 1 << 30).fetch == ["v1.0.0"]
     added = dict(releases, **{"v1.0.0": Listed(info("mv1.0.0", 0), {"ota.bin": info("v1.0.0"), "x.bin": info("x")})})
-    assert plan(added, held, None, 1 << 30).fetch == ["v1.0.0"]
+    assert plan(added, held, (), 1 << 30).fetch == ["v1.0.0"]
     new_manifest = dict(releases, **{"v2.0.0": Listed(info("other", 0), {"ota.bin": info("v2.0.0")})})
-    assert plan(new_manifest, held, None, 1 << 30).fetch == ["v2.0.0"]
+    assert plan(new_manifest, held, (), 1 << 30).fetch == ["v2.0.0"]
     # a failed release is fetched again when its retry is due, or when the bucket changed
     failed = {"v1.0.0": releases["v1.0.0"].held()}
-    assert plan(releases, held, None, 1 << 30, failed, due=set()).fetch == []
-    assert plan(releases, held, None, 1 << 30, failed, due={"v1.0.0"}).fetch == ["v1.0.0"]
-    assert plan(changed, held, None, 1 << 30, failed, due=set()).fetch == ["v1.0.0"]
+    assert plan(releases, held, (), 1 << 30, failed, due=set()).fetch == []
+    assert plan(releases, held, (), 1 << 30, failed, due={"v1.0.0"}).fetch == ["v1.0.0"]
+    assert plan(changed, held, (), 1 << 30, failed, due=set()).fetch == ["v1.0.0"]
     # also one that failed before anything of it was installed (a full disk)
-    assert plan(releases, {}, None, 1 << 30, failed, due=set()).fetch == ["v2.0.0"]
+    assert plan(releases, {}, (), 1 << 30, failed, due=set()).fetch == ["v2.0.0"]
 
 
 def test_new_releases_newest_first_and_what_is_removed() -> None:
     releases = listed("v1.0.0", "v2.0.0", "v3.0.0")
-    todo = plan(releases, {}, None, 1 << 30)
+    todo = plan(releases, {}, (), 1 << 30)
     assert todo.fetch == ["v3.0.0", "v2.0.0", "v1.0.0"] and todo.remove == []
     held = {v: r.held() for v, r in releases.items()} | {"v0.9.0": Held("x", {}, 5), "old": Held("", {}, 0)}
-    todo = plan(releases, held, None, 250)
+    todo = plan(releases, held, (), 250)
     assert todo.remove == ["old", "v0.9.0", "v1.0.0"]  # gone from the bucket, and left out for space
     assert todo.left_out == ["v1.0.0"] and todo.fetch == []
     # found on disk but not known to the mirror (ETag ""): fetched again
-    assert plan(releases, {"v3.0.0": Held("", {}, 0)}, None, 1 << 30).fetch[0] == "v3.0.0"
+    assert plan(releases, {"v3.0.0": Held("", {}, 0)}, (), 1 << 30).fetch[0] == "v3.0.0"
 
 
 def test_a_release_devices_ask_for_is_held_before_newer_ones() -> None:
     releases = listed("v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0")
-    assert choose(releases, None, 250, wanted={"v1.0.0"}) == ({"v4.0.0", "v1.0.0"}, ["v3.0.0", "v2.0.0"])
+    assert choose(releases, (), 250, wanted={"v1.0.0"}) == ({"v4.0.0", "v1.0.0"}, ["v3.0.0", "v2.0.0"])
     held = {v: releases[v].held() for v in ("v4.0.0", "v3.0.0")}
-    todo = plan(releases, held, None, 250, wanted={"v1.0.0", "v9.0.0"})  # v9.0.0: not in the bucket
+    todo = plan(releases, held, (), 250, wanted={"v1.0.0", "v9.0.0"})  # v9.0.0: not in the bucket
     assert todo.fetch == ["v1.0.0"] and todo.remove == ["v3.0.0"]
 
 
