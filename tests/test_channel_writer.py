@@ -140,3 +140,26 @@ def test_a_read_only_replica_changes_nothing_and_takes_no_upload(
         assert status == 409, answer
         assert "tools/publish.py" in str(answer["message"])
         assert not (tmp_path / "ro" / "partitions" / "v3.0.0").exists()
+
+
+def test_a_change_while_the_store_is_down_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """502, worth a retry: the bucket did not take it, so no replica, this one included, has it."""
+    with SeaweedFS(tmp_path / "own-store") as store:
+        save_keys(tmp_path / "keys.json", [Key("device-2", OTHER_TOKEN, {"channel": "beta"}),
+                                           Key("ops", ADMIN_TOKEN, {"Role": "admin"})])
+        publisher = Publisher(store, f"s3://{store.bucket}/fleet", tmp_path)
+        publisher.publish("v1.0.0")
+        publisher.publish("v2.0.0")
+        with replica(tmp_path, store, publisher, "a") as proc:
+            eventually(lambda: answers(proc, OTHER_TOKEN, "v2.0.0"), 15, "v2.0.0 on beta")
+            store.kill()
+            status, answer = admin(proc, "PUT", "/v1/admin/channels/beta/pin", b'{"version": "v1.0.0"}')
+            assert status == 502, answer
+            message = str(answer["message"])
+            assert "nothing was changed" in message and "try again when the store answers" in message
+            assert str(tmp_path) not in message and store.replica.secret_key not in message
+            assert not (tmp_path / "a" / "channels" / "beta.json").exists()
+            assert answers(proc, OTHER_TOKEN, "v2.0.0")  # serving goes on, as before
+            assert proc.logged("did not take this replica's")
+            assert proc.logged("kind=admin key=ops", "status=502")  # the request is audited,
+            assert "change=pin:beta" not in proc.log()  # and no change with it: nothing changed
