@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import esp_client
+import esp_idf_client
 import pytest
 from conftest import REPO, TOKEN, VERSION, env_for, example, settings_for
 from server_process import ServerProcess, free_port
@@ -103,11 +104,24 @@ def test_the_shipped_configuration_is_valid(tmp_path: Path) -> None:
 def test_the_module_is_served_through_the_proxy(nginx: Nginx, workdir: Path) -> None:
     assert esp_client.version_query("127.0.0.1", nginx.port, TOKEN) == VERSION
     image = (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
-    for _ in range(2):  # both replicas, round robin
+    for _ in range(2):  # the same replica each time: nginx keeps a device's address on one
         assert esp_client.download("127.0.0.1", nginx.port, TOKEN, VERSION, "ota") == image
     assert esp_client.download("127.0.0.1", nginx.port, TOKEN, VERSION, "mqtt_ca") == \
         (workdir / "partitions" / VERSION / "mqtt_ca.bin").read_bytes()
     assert esp_client.list_versions("127.0.0.1", nginx.port, TOKEN) == [VERSION]
+
+
+def test_esp_https_ota_through_the_proxy(nginx: Nginx, workdir: Path) -> None:
+    """HEAD, then range windows, and a resumed download: nginx passes ranges on and answers
+    each window with the replica's 206 (it closes after every answer: the client reconnects)."""
+    image = (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
+    path = f"/v1/device/rom/?action=download_rom&version={VERSION}&filename=ota.bin"
+    auth = {"Authorization": f"token {TOKEN}"}
+    got, client = esp_idf_client.partial_download("127.0.0.1", nginx.port, path, auth)
+    assert got == image
+    assert {answer.status for answer in client.answers} == {206}
+    resumed, client = esp_idf_client.resumed_download("127.0.0.1", nginx.port, path, auth, offset=700_001)
+    assert resumed == image and [answer.status for answer in client.answers] == [206]
 
 
 def test_an_error_to_the_version_query_reaches_the_module_at_once(nginx: Nginx) -> None:

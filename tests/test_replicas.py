@@ -19,6 +19,7 @@ import pytest
 from bucket_release import Publisher, release_files, replica_env, replica_settings
 from conftest import TOKEN
 from esp_client import download, version_query
+from esp_idf_client import partial_download
 from server_process import ServerProcess
 
 from sanic_ota.keys import Key, load_keys, save_keys
@@ -85,6 +86,10 @@ def test_two_replicas_serve_a_release_byte_exact_and_one_survives_the_other(
                 eventually(lambda p=proc, n=name, d=data: download(p.host, p.port, TOKEN, "v1.0.0",
                                                                    n.removesuffix(".bin")) == d, 5, name)
         assert waited < 15
+        # esp_https_ota's sequence (HEAD, then range windows) from a replica's verified copy
+        path = "/v1/device/rom/?action=download_rom&version=v1.0.0&filename=ota.bin"
+        image, client = partial_download(second.host, second.port, path, {"Authorization": f"token {TOKEN}"})
+        assert image == files["ota.bin"] and {answer.status for answer in client.answers} == {206}
         # one worker of the two mirrors (the lock), the other only serves
         assert first.log().count("this worker mirrors") == 1
         # the first replica dies in the middle of a download; the second serves on
