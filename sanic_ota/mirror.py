@@ -315,16 +315,16 @@ class Mirror:
 
     async def _fetch(self, bucket: Bucket, version: str, listed: Listed) -> None:
         """Fetch a release into a temporary directory, check it, install it (even if bad)."""
+        if listed.manifest.size > MANIFEST_LIMIT:  # as listed: not fetched at all
+            self._record(version, listed, {"manifest": f"{listed.manifest.size} bytes, more than a manifest may be "
+                                                      f"({MANIFEST_LIMIT})"})
+            return
         try:
             document = await bucket.read(manifest_path(version), listed.manifest.etag, MANIFEST_LIMIT)
         except ObjectChanged:
             logger.info("manifest of %s changed while it was read; the next poll fetches it", version)
             return
         problems: dict[str, str] = {}
-        if listed.manifest.size > MANIFEST_LIMIT:
-            self._record(version, listed, {"manifest": f"{listed.manifest.size} bytes, more than a manifest may be "
-                                                      f"({MANIFEST_LIMIT})"})
-            return
         try:
             manifest = manifests.verify(document, self.verifier, version)
             expected: dict[str, tuple[int, str | None]] = {n: (e.length, e.sha256) for n, e in manifest.files.items()}
@@ -333,30 +333,28 @@ class Mirror:
             expected = {name: (info.size, None) for name, info in listed.files.items()}
         temporary = await asyncio.to_thread(self.store.staging, version)
         try:
-            for name, (length, sha256) in sorted(expected.items()):
-                info = listed.files.get(name)
-                if info is None:
-                    problems[name] = "missing from the bucket"
-                elif info.size != length:
-                    problems[name] = f"{info.size} bytes in the bucket, the manifest says {length}"
-                elif problem := await self._fetch_file(bucket, file_path(version, name), info.etag, length,
-                                                       sha256, temporary / name):
-                    problems[name] = problem
-            await asyncio.to_thread(self.store.install, version, document, temporary)
+            try:
+                for name, (length, sha256) in sorted(expected.items()):
+                    info = listed.files.get(name)
+                    if info is None:
+                        problems[name] = "missing from the bucket"
+                    elif info.size != length:
+                        problems[name] = f"{info.size} bytes in the bucket, the manifest says {length}"
+                    elif problem := await self._fetch_file(bucket, file_path(version, name), info.etag, length,
+                                                           sha256, temporary / name):
+                        problems[name] = problem
+                await asyncio.to_thread(self.store.install, version, document, temporary)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, temporary, True)
+                raise
         except ObjectChanged:
             logger.info("release %s changed in the bucket while it was fetched; the next poll fetches it", version)
-            await asyncio.to_thread(shutil.rmtree, temporary, True)
             return
         except (StoreUnreachable, StoreRefused):
-            await asyncio.to_thread(shutil.rmtree, temporary, True)
             raise
         except OSError as e:  # the cache directory: a full disk, an I/O error
-            await asyncio.to_thread(shutil.rmtree, temporary, True)
             self._record(version, listed, {"(cache directory)": f"cannot write it: {e.strerror}"})
             return
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, temporary, True)
-            raise
         self.held[version] = listed.held()
         self._record(version, listed, problems)
 

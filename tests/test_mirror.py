@@ -246,3 +246,15 @@ def test_channel_files_are_mirrored_byte_for_byte_and_follow_the_bucket(
     poll(seaweed, restarted)
     assert not copy.exists()
     assert index_of(replica).base("beta").version == "v2.0.0"
+
+
+def test_a_manifest_too_large_is_a_failure_and_not_fetched(
+        seaweed: SeaweedFS, publisher: Publisher, replica: Settings) -> None:
+    from sanic_ota.store.local import MANIFEST_LIMIT
+
+    publisher.publish("v1.0.0")
+    publisher.put("manifests/v9.0.0.json", b" " * (MANIFEST_LIMIT + 1))
+    mirror = mirror_of(replica)
+    poll(seaweed, mirror)
+    assert "more than a manifest may be" in mirror.failures["v9.0.0"]["manifest"]  # named, and retried later
+    assert "v9.0.0" in mirror.retries
