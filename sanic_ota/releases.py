@@ -129,12 +129,17 @@ class Index:
             return self.releases[self.pinned]
         return self._newest_release()
 
+    def pin_of(self, channel: str) -> str | None:
+        """The version a channel is pinned to: ``stable``'s is ``LATEST`` (``""``: unusable),
+        another channel's is in its channel file; None without a pin."""
+        return self.pinned if channel == DEFAULT_CHANNEL else self.channels.get(channel).pin
+
     def base(self, channel: str) -> Release:
         """What a channel offers before any rollout: ``stable`` exactly as ``latest``; another
         channel its pin (from its channel file), else the newest release."""
         if channel == DEFAULT_CHANNEL:
             return self.latest()
-        pin = self.channels.get(channel).pin
+        pin = self.pin_of(channel)
         if pin is None:
             return self._newest_release()
         if pin not in self.releases:

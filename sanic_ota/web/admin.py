@@ -97,10 +97,8 @@ def channel_listing(state: State, now: float) -> dict[str, Any]:
         if name in index.channels.problems:
             item["problem"] = index.channels.problems[name]
         else:
-            channel = index.channels.get(name)
-            item.update(channel.to_dict(now))
-            if name == DEFAULT_CHANNEL:
-                item["pin"] = index.pinned or None  # partitions/LATEST
+            item.update(index.channels.get(name).to_dict(now))
+            item["pin"] = index.pin_of(name) or None  # stable: partitions/LATEST ("": unusable)
             try:
                 item["offers"] = index.base(name).version
             except OtaError as e:

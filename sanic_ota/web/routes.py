@@ -195,15 +195,10 @@ def version_query(answers: Answers, state: State, key: Key, caller: str) -> HTTP
     """
     index = state.index
     try:
-        release, rollout = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)
+        release = _offer(state, index, key, caller)
     except NotFound as e:
         raise nothing_to_offer(e, state.store_status.read() if state.store_status else None) from None
-    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
-    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
-    if key.channel == DEFAULT_CHANNEL:
-        pinned = index.pinned is not None
-    else:
-        pinned = index.channels.get(key.channel).pin is not None
+    pinned = index.pin_of(key.channel) is not None
     return answers.get(index, ("version query", release.version, pinned), lambda: {
         "status": 200, "rom_version": release.version, "pinned": pinned})
 
@@ -294,7 +289,7 @@ async def sign_url(request: Request) -> HTTPResponse:
     if device is not None:
         device = check_name(device, "device")
     if _single(args, "version") is None and device is not None:
-        version = _offer_for_device(state, found[0], device)
+        version = _offer(state, state.index, found[0], f"device:{device}").version
     else:
         version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
@@ -315,15 +310,14 @@ async def sign_url(request: Request) -> HTTPResponse:
                      "key": name, "version": version, "filename": filename, "expires": expires, "device": device})
 
 
-def _offer_for_device(state: State, key: Key, device: str) -> str:
-    """The release the key's channel offers this device, as the version query would offer a
-    caller: the device's id, supplied by the product's backend, stands in for the address."""
-    caller = f"device:{device}"
-    release, rollout = channels.offer(state.index, key.name, key.channel, caller, time.time(),
-                                      state.fleet.was_offered)
+def _offer(state: State, index: Index, key: Key, caller: str) -> Release:
+    """The release the key's channel offers this caller (``channels.offer``), counted as
+    offered in the fleet view: for the version query, and for a signed URL minted for a
+    device (the device's id, supplied by the product's backend, stands in for the address)."""
+    release, rollout = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)
     remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
     state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
-    return release.version
+    return release
 
 
 @bp.route("/metrics", methods=GET_AND_HEAD, strict_slashes=True)
