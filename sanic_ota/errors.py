@@ -104,6 +104,19 @@ class ContainmentError(IntegrityError):
     """
 
 
+class Conflict(OtaError):
+    """The request would replace what may not be replaced (a release), or asks a replica
+    for what only the bucket's publisher does."""
+
+    status = 409
+
+
+class TooLarge(OtaError):
+    """A request body over its limit: nothing of it is kept."""
+
+    status = 413
+
+
 class Unavailable(OtaError):
     """The server knows the request but cannot answer it safely right now."""
 

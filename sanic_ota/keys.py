@@ -122,16 +122,16 @@ def with_key(keys: Iterable[Key], name: str, token: str, channel: str | None = N
     """The list with a key named ``name`` set to ``token``, in place of any of that name;
     ``channel``, if given, is set in its entry too (other fields are kept)."""
     result, replaced = [], False
+    named = {} if channel is None else {CHANNEL_FIELD: check_channel(channel)}
     for key in keys:
         if key.name == name:
-            extra = key.extra if channel is None else {**key.extra, CHANNEL_FIELD: check_channel(channel)}
+            extra = {**key.extra, **named}
             result.append(Key(name=name, token=token, extra=extra))
             replaced = True
         else:
             result.append(key)
     if not replaced:
-        extra = {} if channel is None else {CHANNEL_FIELD: check_channel(channel)}
-        result.append(Key(name=name, token=token, extra=extra))
+        result.append(Key(name=name, token=token, extra=named))
     return result
 
 

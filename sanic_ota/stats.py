@@ -34,7 +34,6 @@ logger = logging.getLogger("sanic_ota.stats")
 HOURS = 24
 MAX_FAILURES = 50
 FLUSH_SECONDS = 2.0
-#: How long a flush or a read waits for another worker's transaction.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS downloads (

@@ -24,25 +24,20 @@ from dataclasses import dataclass
 from typing import IO
 
 from sanic_ota import manifest as manifests
-from sanic_ota.errors import BadRequest, ImageError, ManifestError, OtaError
+from sanic_ota.errors import BadRequest, Conflict, ImageError, ManifestError
 from sanic_ota.manifest import FileEntry
 from sanic_ota.signing import Verifier
 from sanic_ota.store import ReleaseStore
+from sanic_ota.store.local import MANIFEST_LIMIT
 from sanic_ota.trust import Observed, check_files
 from sanic_ota.versions import is_plain_name, is_release_file
 
 MANIFEST_NAME = "manifest.json"
 READ_SIZE = 1 << 20
-#: As the store's own limit on a manifest.
-MANIFEST_LIMIT = 16 * 1024 * 1024
 
 
 class UploadRefused(BadRequest):
     """The archive or a file in it is not a release the server would serve."""
-
-
-class Conflict(OtaError):
-    status = 409
 
 
 @dataclass(frozen=True)

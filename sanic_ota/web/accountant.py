@@ -22,9 +22,6 @@ from sanic_ota.logs import LogWriter
 from sanic_ota.stats import Stats
 from sanic_ota.web.metrics import Metrics
 
-#: The status line of a download (``send_image``); errors found before it are answers.
-DOWNLOAD_STATUS = 200
-
 
 def record_of(request: Request) -> RequestRecord:
     """The request's record, made on first use."""
@@ -54,8 +51,7 @@ class Accountant:
     The fourth reader, the status page's failure list, reads the statistics.
     """
 
-    def __init__(self, log_format: str, log: LogWriter, metrics: Metrics, stats: Stats, fleet: Fleet | None = None
-                 ) -> None:
+    def __init__(self, log_format: str, log: LogWriter, metrics: Metrics, stats: Stats, fleet: Fleet) -> None:
         self.log_format = log_format
         self.log = log
         self.metrics = metrics
@@ -67,8 +63,7 @@ class Accountant:
             self.log.audit_record(record, self.log_format)
             self.metrics.observe(record)
             self.stats.observe(record)
-            if self.fleet is not None:
-                self.fleet.observe(record)
+            self.fleet.observe(record)
 
     def answered(self, request: Request, response: HTTPResponse) -> None:
         """From the response middleware, for every answer, before it is written.
@@ -81,7 +76,7 @@ class Accountant:
             body = len(response.body or b"")
             self.close(record, response.status, body, body)
 
-    def sending(self, record: RequestRecord, length: int, status: int = DOWNLOAD_STATUS) -> Sending:
+    def sending(self, record: RequestRecord, length: int, status: int) -> Sending:
         """Around sending a download's ``length`` bytes with ``status`` (200, or 206 for a
         range): in flight, then closed as it ended (see ``Sending``)."""
         return Sending(self, record, length, status)

@@ -26,14 +26,14 @@ from typing import Any
 from sanic import Blueprint, HTTPResponse, Request
 
 from sanic_ota import channels, uploads
-from sanic_ota.accounting import AuthFailure, Kind
-from sanic_ota.channels import DEFAULT_CHANNEL, Change, Channel, ChannelError
-from sanic_ota.errors import BadRequest, Forbidden, NotFound, OtaError
-from sanic_ota.keys import ADMIN_ROLE, Key
+from sanic_ota.accounting import Kind
+from sanic_ota.channels import DEFAULT_CHANNEL, Change, Channel
+from sanic_ota.errors import BadRequest, Conflict, NotFound, OtaError, TooLarge
+from sanic_ota.keys import Key
 from sanic_ota.state import State
 from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import begin, record_of
-from sanic_ota.web.auth import authenticate
+from sanic_ota.web.auth import authenticate, require_admin
 from sanic_ota.web.responses import esp_json
 
 bp = Blueprint("admin")
@@ -45,21 +45,10 @@ JSON_LIMIT = 64 * 1024
 INDEX_WAIT_SECONDS = 5.0
 
 
-class TooLarge(OtaError):
-    status = 413
-
-
-class Conflict(OtaError):
-    status = 409
-
-
 def _admin(request: Request) -> tuple[State, Key]:
     record = begin(request, Kind.ADMIN)
     state: State = request.app.ctx.state
-    key = authenticate(request, state.keyring, state.limiter)
-    if key.role != ADMIN_ROLE:
-        record.auth_failure = AuthFailure.NOT_ADMIN
-        raise Forbidden(f'key {key.name!r} is not an admin key ("Role": "admin")')
+    key = require_admin(request, authenticate(request, state.keyring, state.limiter))
     record.key = key.name
     return state, key
 
@@ -77,13 +66,6 @@ def _body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
-
-
-def _channel_name(name: str) -> str:
-    try:
-        return channels.check_channel(name)
-    except ChannelError as e:
-        raise BadRequest(e.message) from None
 
 
 def channel_listing(state: State, now: float) -> dict[str, Any]:
@@ -157,7 +139,7 @@ async def pin(request: Request, name: str) -> HTTPResponse:
     ``stable``'s pin is ``partitions/LATEST``, so that file is what this writes for it.
     """
     state, admin = _admin(request)
-    name = _channel_name(name)
+    name = channels.check_channel(name)
     version = None if request.method == "DELETE" else _servable(state, _body(request).get("version"))
     record_of(request).version = version
     if name == DEFAULT_CHANNEL:
@@ -172,7 +154,7 @@ async def pin(request: Request, name: str) -> HTTPResponse:
 async def rollout_start(request: Request, name: str) -> HTTPResponse:
     """``{"version": ..., "percent": N, "steps": [{"at": TIME, "percent": N}, ...]}``."""
     state, admin = _admin(request)
-    name = _channel_name(name)
+    name = channels.check_channel(name)
     body = _body(request)
     version = _servable(state, body.get("version"))
     record_of(request).version = version
@@ -188,7 +170,7 @@ async def rollout_start(request: Request, name: str) -> HTTPResponse:
 async def rollout_change(request: Request, name: str, action: str) -> HTTPResponse:
     """``advance`` with ``{"percent": N}`` (only upwards), or ``halt``."""
     state, admin = _admin(request)
-    name = _channel_name(name)
+    name = channels.check_channel(name)
     current = await _current(state, name)
     if action == "advance":
         change = channels.advance_rollout(current, _body(request).get("percent"), admin.name, time.time())
@@ -254,7 +236,7 @@ async def upload(request: Request, version: str) -> HTTPResponse:
     # The watcher indexes (and signs) it as any new release, after its quiet; wait for that
     # rather than build here beside the watcher's own build.
     deadline = time.monotonic() + state.settings.quiet_seconds + INDEX_WAIT_SECONDS
-    while (index := state.index).present.isdisjoint({version}) and time.monotonic() < deadline:
+    while version not in (index := state.index).present and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     problem = index.problems.get(version) if version in index.present else "not indexed yet; see /status"
     return esp_json({"status": 201, "version": version, "files": {n: e.to_dict() for n, e in done.files.items()},

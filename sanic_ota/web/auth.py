@@ -126,6 +126,11 @@ def authenticate_admin(request: Request, keyring: Keyring, limiter: FailureLimit
     except Unauthorized as e:
         e.headers = BASIC_CHALLENGE
         raise
+    return require_admin(request, key)
+
+
+def require_admin(request: Request, key: Key) -> Key:
+    """``key`` if it is an admin key (``"Role": "admin"``), else 403, counted as such."""
     if key.role != ADMIN_ROLE:
         record_of(request).auth_failure = AuthFailure.NOT_ADMIN
         raise Forbidden(f'key {key.name!r} is not an admin key ("Role": "admin")')
