@@ -181,42 +181,46 @@ class Fleet:
             self._file.works()
             return True
 
-
     def _write(self, buffer: _Buffer) -> set[str]:
+        """Add ``buffer`` (if anything is in it) in one write transaction, then read every
+        worker's rollout offers outside it: the write lock is held only while writing."""
         assert self._file is not None  # flush checked
         with closing(self._file.connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO fleet_counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, channel, version, event) "
-                    "DO UPDATE SET count = count + excluded.count",
-                    [(*k, n) for k, n in buffer.counts.items()])
-                db.executemany(
-                    "INSERT INTO fleet_seen VALUES (?, ?, ?) ON CONFLICT (key, channel) "
-                    "DO UPDATE SET last = max(last, excluded.last)",
-                    [(*pair, at) for pair, at in buffer.seen.items()])
-                for (key, channel), found in buffer.addresses.items():
-                    (have,) = db.execute("SELECT count(*) FROM fleet_addresses WHERE key = ? AND channel = ?",
-                                         (key, channel)).fetchone()
-                    db.executemany("INSERT OR IGNORE INTO fleet_addresses VALUES (?, ?, ?)",
-                                   [(key, channel, a) for a in sorted(found)[: max(0, MAX_ADDRESSES - have)]])
-                db.executemany(
-                    "INSERT INTO fleet_failures VALUES (?, ?, ?, ?) ON CONFLICT (key, channel, reason) "
-                    "DO UPDATE SET count = count + excluded.count",
-                    [(*k, n) for k, n in buffer.failures.items()])
-                db.executemany("INSERT OR IGNORE INTO rollout_offers VALUES (?, ?)", buffer.offers.items())
-                (have,) = db.execute("SELECT count(*) FROM rollout_offers").fetchone()
-                if have > MAX_REMEMBERED:  # the oldest offers go first: rollouts long done
-                    db.execute("DELETE FROM rollout_offers WHERE caller IN "
-                               "(SELECT caller FROM rollout_offers ORDER BY at, caller LIMIT ?)",
-                               (have - MAX_REMEMBERED,))
-                remembered = {row[0] for row in db.execute("SELECT caller FROM rollout_offers")}
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return remembered
+            if buffer:
+                self._add(db, buffer)
+            return {row[0] for row in db.execute("SELECT caller FROM rollout_offers")}
 
+    @staticmethod
+    def _add(db: sqlite3.Connection, buffer: _Buffer) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO fleet_counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, channel, version, event) "
+                "DO UPDATE SET count = count + excluded.count",
+                [(*k, n) for k, n in buffer.counts.items()])
+            db.executemany(
+                "INSERT INTO fleet_seen VALUES (?, ?, ?) ON CONFLICT (key, channel) "
+                "DO UPDATE SET last = max(last, excluded.last)",
+                [(*pair, at) for pair, at in buffer.seen.items()])
+            for (key, channel), found in buffer.addresses.items():
+                (have,) = db.execute("SELECT count(*) FROM fleet_addresses WHERE key = ? AND channel = ?",
+                                     (key, channel)).fetchone()
+                db.executemany("INSERT OR IGNORE INTO fleet_addresses VALUES (?, ?, ?)",
+                               [(key, channel, a) for a in sorted(found)[: max(0, MAX_ADDRESSES - have)]])
+            db.executemany(
+                "INSERT INTO fleet_failures VALUES (?, ?, ?, ?) ON CONFLICT (key, channel, reason) "
+                "DO UPDATE SET count = count + excluded.count",
+                [(*k, n) for k, n in buffer.failures.items()])
+            db.executemany("INSERT OR IGNORE INTO rollout_offers VALUES (?, ?)", buffer.offers.items())
+            (have,) = db.execute("SELECT count(*) FROM rollout_offers").fetchone()
+            if have > MAX_REMEMBERED:  # the oldest offers go first: rollouts long done
+                db.execute("DELETE FROM rollout_offers WHERE caller IN "
+                           "(SELECT caller FROM rollout_offers ORDER BY at, caller LIMIT ?)",
+                           (have - MAX_REMEMBERED,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- reading ------------------------------------------------------------------------
 

@@ -148,7 +148,6 @@ class Stats:
             self._file.works()
             return True
 
-
     def _write(self, counts: Counter[tuple[int, str, str]], failures: list[Failure], hour: int) -> None:
         assert self._file is not None  # flush checked
         with closing(self._file.connect()) as db:
@@ -188,7 +187,6 @@ class Stats:
             self._file.trouble("cannot read", e)
             return [], []
         return rows, failures
-
 
     # -- reading ------------------------------------------------------------------
 
