@@ -45,10 +45,11 @@ from pathlib import Path
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import OtaError
 from sanic_ota.manifest import Manifest
+from sanic_ota.mirror_plan import PIN_PATH, file_path, manifest_path
 from sanic_ota.settings import ENV_PREFIX, Settings
 from sanic_ota.signing import Verifier, load_verifier
-from sanic_ota.store.local import PIN_FILE, LocalStore
-from sanic_ota.store.s3 import Bucket, ObjectChanged, ObjectInfo, S3Location, StoreUnreachable, open_bucket
+from sanic_ota.store.local import MANIFEST_LIMIT, PIN_LIMIT, LocalStore, pin_document
+from sanic_ota.store.s3 import Bucket, ObjectChanged, ObjectMissing, S3Location, StoreUnreachable, open_bucket
 from sanic_ota.tools.build_manifest import sign_release
 from sanic_ota.trust import Observed, check_files
 from sanic_ota.versions import check_name
@@ -128,12 +129,12 @@ def check_release(settings: Settings, version: str) -> Checked:
 # -- the store side --------------------------------------------------------------------
 
 
-def _object(version: str, name: str) -> str:
-    return f"partitions/{version}/{name}"
-
-
-def _manifest(version: str) -> str:
-    return f"manifests/{version}.json"
+async def _read_if_there(bucket: Bucket, path: str, limit: int = 1 << 20) -> bytes | None:
+    """One object's bytes, None if the bucket has no such object: one GET, no listing."""
+    try:
+        return await bucket.read(path, limit=limit)
+    except ObjectMissing:
+        return None
 
 
 def differences(ours: Manifest, theirs: Manifest) -> list[str]:
@@ -154,17 +155,16 @@ async def publish(bucket: Bucket, release: Checked, say: Say, force: bool = Fals
     """Upload ``release``: its files, then its manifest. Raises ``Refused`` for a changed release."""
     version, where = release.version, f"{bucket.location}"
     listed = await bucket.list("partitions", version)
-    manifest_info = (await bucket.list("manifests")).get(_manifest(version))
-    if manifest_info is not None:
+    there = await _read_if_there(bucket, manifest_path(version))
+    if there is not None:
         published: Manifest | None = None
         try:  # checked as a replica checks it
-            published = manifests.verify(await bucket.read(_manifest(version), manifest_info.etag),
-                                         release.verifier, version)
+            published = manifests.verify(there, release.verifier, version)
             changed = differences(release.manifest, published)
         except OtaError as e:
             changed = [f"its manifest there does not verify: {e.message}"]
         missing = [name for name, data in release.files.items()
-                   if (info := listed.get(_object(version, name))) is None or info.size != len(data)]
+                   if (info := listed.get(file_path(version, name))) is None or info.size != len(data)]
         if not changed and not missing:
             say(f"{version} is already published in {where} with these files: nothing to do")
             if pin:
@@ -192,13 +192,13 @@ async def publish(bucket: Bucket, release: Checked, say: Say, force: bool = Fals
         say(f"{len(listed)} object(s) of an unfinished publish of {version} in {where}: replacing them")
     for name in sorted(release.files):
         await _upload(bucket, version, name, release.files[name], say)
-    await bucket.put(_manifest(version), release.document)  # the commit point
-    say(f"uploaded {_manifest(version)} (serial {release.manifest.serial}): {version} is published")
-    stale = sorted(set(listed) - {_object(version, name) for name in release.files})
+    await bucket.put(manifest_path(version), release.document)  # the commit point
+    say(f"uploaded {manifest_path(version)} (serial {release.manifest.serial}): {version} is published")
+    stale = sorted(set(listed) - {file_path(version, name) for name in release.files})
     for path in stale:  # files the old release had and the new one does not
         await bucket.delete(path)
         say(f"deleted {path} (not in the new manifest)")
-    if manifest_info is not None:
+    if there is not None:
         say("replicas that hold the old release re-verify the new one at their next poll; "
             "devices that already downloaded the old bytes keep them")
     if pin:
@@ -206,20 +206,18 @@ async def publish(bucket: Bucket, release: Checked, say: Say, force: bool = Fals
 
 
 async def _upload(bucket: Bucket, version: str, name: str, data: bytes, say: Say) -> None:
-    await bucket.put(_object(version, name), data)
-    say(f"uploaded {_object(version, name)} ({len(data)} bytes)")
+    await bucket.put(file_path(version, name), data)
+    say(f"uploaded {file_path(version, name)} ({len(data)} bytes)")
 
 
 async def _pin(bucket: Bucket, version: str, say: Say) -> None:
-    await bucket.put(f"partitions/{PIN_FILE}", f"{version}\n".encode())
-    say(f"partitions/{PIN_FILE} now pins {version}: plain AT+CIUPDATE gets it")
+    await bucket.put(PIN_PATH, pin_document(version))
+    say(f"{PIN_PATH} now pins {version}: plain AT+CIUPDATE gets it")
 
 
 async def _pinned(bucket: Bucket) -> str | None:
-    info: ObjectInfo | None = (await bucket.list("partitions")).get(f"partitions/{PIN_FILE}")
-    if info is None:
-        return None
-    return (await bucket.read(f"partitions/{PIN_FILE}", info.etag, limit=1024)).decode("ascii", "replace").strip()
+    document = await _read_if_there(bucket, PIN_PATH, PIN_LIMIT)
+    return None if document is None else document.decode("ascii", "replace").strip()
 
 
 async def delete(bucket: Bucket, version: str, say: Say, force: bool = False) -> None:
@@ -227,21 +225,21 @@ async def delete(bucket: Bucket, version: str, say: Say, force: bool = False) ->
     check_name(version, "version")
     where = f"{bucket.location}"
     listed = await bucket.list("partitions", version)
-    has_manifest = _manifest(version) in await bucket.list("manifests")
+    has_manifest = await _read_if_there(bucket, manifest_path(version), MANIFEST_LIMIT) is not None
     if not listed and not has_manifest:
         raise Refused(f"{where} holds no release {version}: nothing deleted")
     pinned = await _pinned(bucket) == version
     if pinned and not force:
-        raise Refused(f"partitions/{PIN_FILE} in {where} pins {version}: pin another release first "
+        raise Refused(f"{PIN_PATH} in {where} pins {version}: pin another release first "
                       "(publish it with --pin), or --force to delete it anyway")
     if has_manifest:
-        await bucket.delete(_manifest(version))
-        say(f"deleted {_manifest(version)}: replicas stop offering {version} at their next poll")
+        await bucket.delete(manifest_path(version))
+        say(f"deleted {manifest_path(version)}: replicas stop offering {version} at their next poll")
     for path in sorted(listed):
         await bucket.delete(path)
     say(f"deleted {len(listed)} file(s) of {version} from {where}")
     if pinned:
-        say(f"partitions/{PIN_FILE} still pins {version}: plain AT+CIUPDATE answers 503 "
+        say(f"{PIN_PATH} still pins {version}: plain AT+CIUPDATE answers 503 "
             "until another release is pinned")
 
 
