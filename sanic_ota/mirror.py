@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -63,6 +62,7 @@ from typing import BinaryIO
 from sanic_ota import manifest as manifests
 from sanic_ota.errors import ContainmentError, ManifestError
 from sanic_ota.files import write_atomic
+from sanic_ota.manifest import FileEntry
 from sanic_ota.mirror_plan import (
     PIN_PATH,
     ChannelPlan,
@@ -90,6 +90,7 @@ from sanic_ota.store.s3 import (
     StoreUnreachable,
     open_bucket,
 )
+from sanic_ota.trust import Measure, check_file
 from sanic_ota.versions import is_plain_name
 
 logger = logging.getLogger("sanic_ota.mirror")
@@ -327,21 +328,21 @@ class Mirror:
         problems: dict[str, str] = {}
         try:
             manifest = manifests.verify(document, self.verifier, version)
-            expected: dict[str, tuple[int, str | None]] = {n: (e.length, e.sha256) for n, e in manifest.files.items()}
+            expected: dict[str, tuple[int, FileEntry | None]] = {n: (e.length, e) for n, e in manifest.files.items()}
         except ManifestError as e:  # installed all the same: the index refuses it and says why
             problems["manifest"] = e.message
             expected = {name: (info.size, None) for name, info in listed.files.items()}
         temporary = await asyncio.to_thread(self.store.staging, version)
         try:
             try:
-                for name, (length, sha256) in sorted(expected.items()):
+                for name, (length, entry) in sorted(expected.items()):
                     info = listed.files.get(name)
                     if info is None:
                         problems[name] = "missing from the bucket"
                     elif info.size != length:
                         problems[name] = f"{info.size} bytes in the bucket, the manifest says {length}"
                     elif problem := await self._fetch_file(bucket, file_path(version, name), info.etag, length,
-                                                           sha256, temporary / name):
+                                                           entry, temporary / name):
                         problems[name] = problem
                 await asyncio.to_thread(self.store.install, version, document, temporary)
             except BaseException:
@@ -374,29 +375,28 @@ class Mirror:
             logger.error("release %s: %s in %s is not good: %s; the release is NOT served; fetching it "
                          "again in %g s", version, name, self.location, why, delay)
 
-    async def _fetch_file(self, bucket: Bucket, path: str, etag: str, length: int, sha256: str | None,
+    async def _fetch_file(self, bucket: Bucket, path: str, etag: str, length: int, entry: FileEntry | None,
                           target: Path) -> str | None:
-        """Stream one object into ``target``, hashing as it is written; why it is not as
-        the manifest says, or None. ``ObjectChanged``: replaced since the listing."""
-        digest, taken = hashlib.sha256(), 0
+        """Stream one object into ``target``, measured as it is written; why it is not as the
+        manifest's ``entry`` says (``trust.check_file``), or None. Without an entry (a manifest
+        that did not verify) only the length is compared. ``ObjectChanged``: replaced since
+        the listing."""
+        measure = Measure()
         handle: BinaryIO = open(target, "wb")  # noqa: SIM115 (closed below, in a thread after its fsync)
 
         def write(chunk: bytes) -> None:
-            nonlocal taken
             handle.write(chunk)
-            digest.update(chunk)
-            taken += len(chunk)
+            measure.update(chunk)
 
         try:
             await bucket.fetch(path, etag, write, limit=length)
         finally:
             await asyncio.to_thread(_close_durably, handle)
-        if taken != length:
-            return f"{taken} bytes fetched, the manifest says {length}"
-        seen = digest.hexdigest()
-        if sha256 is not None and seen != sha256:
-            return f"SHA-256 {seen[:16]}…, the manifest says {sha256[:16]}…"
-        return None
+        seen = measure.observed()
+        if entry is None:
+            return None if seen.length == length else f"{seen.length} bytes, the manifest says {length}"
+        problem = check_file(path, entry, seen)
+        return None if problem is None else problem.detail
 
     # -- the cache directory (blocking: called in a thread) ---------------------------------
 
