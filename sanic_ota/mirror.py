@@ -414,8 +414,7 @@ class Mirror:
         try:
             record = json.loads((self.cache / MIRROR_FILE).read_bytes())
             for version, item in record["releases"].items():
-                held[str(version)] = Held(str(item["manifest"]), {str(k): str(v) for k, v in item["files"].items()},
-                                          int(item["size"]))
+                held[str(version)] = Held(str(item["manifest"]), {str(k): str(v) for k, v in item["files"].items()})
             pin_etag = record["pin"]
             channel_etags = {str(k): str(v) for k, v in record.get("channels", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -423,7 +422,7 @@ class Mirror:
         directories, manifests_present = self.store.installed()
         for version in directories | manifests_present:
             if version not in held or version not in directories or version not in manifests_present:
-                held[version] = Held("", {}, 0)
+                held[version] = Held("", {})
         self.held = {v: h for v, h in held.items() if v in directories | manifests_present}
         try:
             pinned = self.store.read_pin()
@@ -449,7 +448,7 @@ class Mirror:
     def _save(self) -> None:
         """The record of what is installed (when it changed), and the status (every poll)."""
         record = json.dumps({
-            "releases": {v: {"manifest": h.manifest, "files": dict(h.files), "size": h.size}
+            "releases": {v: {"manifest": h.manifest, "files": dict(h.files)}
                          for v, h in sorted(self.held.items())},
             "pin": self.pin_etag,
             "channels": dict(sorted(self.channel_etags.items())),

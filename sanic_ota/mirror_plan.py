@@ -43,12 +43,12 @@ class Listed:
 
     def held(self) -> Held:
         """What the mirror records once it installed this listing."""
-        return Held(self.manifest.etag, {name: info.etag for name, info in self.files.items()}, self.size)
+        return Held(self.manifest.etag, {name: info.etag for name, info in self.files.items()})
 
 
 @dataclass(frozen=True)
 class Held:
-    """A release the mirror installed: the ETags it fetched, and the bytes it takes.
+    """A release the mirror installed: the ETags it fetched (its size is the listing's).
 
     An ETag of "" stands for "found on disk, not known to the mirror": never equal
     to a listed one, so such a release is fetched again or removed.
@@ -56,7 +56,6 @@ class Held:
 
     manifest: str
     files: Mapping[str, str]
-    size: int
 
     def same(self, listed: Listed) -> bool:
         return self.manifest == listed.manifest.etag and dict(self.files) == {

@@ -76,12 +76,12 @@ def test_new_releases_newest_first_and_what_is_removed() -> None:
     releases = listed("v1.0.0", "v2.0.0", "v3.0.0")
     todo = plan(releases, {}, (), 1 << 30)
     assert todo.fetch == ["v3.0.0", "v2.0.0", "v1.0.0"] and todo.remove == []
-    held = {v: r.held() for v, r in releases.items()} | {"v0.9.0": Held("x", {}, 5), "old": Held("", {}, 0)}
+    held = {v: r.held() for v, r in releases.items()} | {"v0.9.0": Held("x", {}), "old": Held("", {})}
     todo = plan(releases, held, (), 250)
     assert todo.remove == ["old", "v0.9.0", "v1.0.0"]  # gone from the bucket, and left out for space
     assert todo.left_out == ["v1.0.0"] and todo.fetch == []
     # found on disk but not known to the mirror (ETag ""): fetched again
-    assert plan(releases, {"v3.0.0": Held("", {}, 0)}, (), 1 << 30).fetch[0] == "v3.0.0"
+    assert plan(releases, {"v3.0.0": Held("", {})}, (), 1 << 30).fetch[0] == "v3.0.0"
 
 
 def test_a_release_devices_ask_for_is_held_before_newer_ones() -> None:
