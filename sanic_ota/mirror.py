@@ -103,11 +103,13 @@ RETRY_MAX_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Retry:
-    """When a release that failed is fetched again, and the listing it failed on."""
+    """A release that failed: why (object → reason), when it is fetched again, and the
+    listing it failed on."""
 
     at: float
     delay: float
     listed: Held
+    problems: dict[str, str]
 
 
 async def check_store(settings: Settings) -> None:
@@ -144,8 +146,7 @@ class Mirror:
         self.channel_etags: dict[str, str] = {}
         #: channel name → the releases its file names (kept in a full cache)
         self.channel_names: dict[str, set[str]] = {}
-        #: release → object → why; and when each failed release is fetched again
-        self.failures: dict[str, dict[str, str]] = {}
+        #: each failed release: why, and when it is fetched again
         self.retries: dict[str, Retry] = {}
         self.status = StoreStatus(str(self.location))
         self._saved = b""
@@ -245,9 +246,8 @@ class Mirror:
             logger.warning("left out of the cache, over %sCACHE_DIR_BYTES=%d (not listed by this replica; "
                            "fetched back when a device asks for one): %s",
                            ENV_PREFIX, self.limit, ", ".join(left_out))
-        for version in set(self.failures) - set(listed):
-            self.failures.pop(version)
-            self.retries.pop(version, None)
+        for version in set(self.retries) - set(listed):
+            self.retries.pop(version)
         self.status.up, self.status.message, self.status.last_sync = True, "", time.time()
         self.status.left_out = left_out
 
@@ -361,16 +361,14 @@ class Mirror:
 
     def _record(self, version: str, listed: Listed, problems: dict[str, str]) -> None:
         if not problems:
-            if self.failures.pop(version, None) is not None:
+            if self.retries.pop(version, None) is not None:
                 logger.info("release %s mirrored in full after earlier failures", version)
             else:
                 logger.info("release %s mirrored (%d file(s))", version, len(listed.files))
-            self.retries.pop(version, None)
             return
-        self.failures[version] = problems
         previous = self.retries.get(version)
         delay = RETRY_FIRST_SECONDS if previous is None else min(previous.delay * 2, RETRY_MAX_SECONDS)
-        self.retries[version] = Retry(time.monotonic() + delay, delay, listed.held())
+        self.retries[version] = Retry(time.monotonic() + delay, delay, listed.held(), problems)
         for name, why in sorted(problems.items()):
             logger.error("release %s: %s in %s is not good: %s; the release is NOT served; fetching it "
                          "again in %g s", version, name, self.location, why, delay)
@@ -403,7 +401,6 @@ class Mirror:
     def _remove(self, version: str) -> None:
         self.store.remove(version)
         self.held.pop(version, None)
-        self.failures.pop(version, None)
         self.retries.pop(version, None)
 
     def load(self) -> None:
@@ -456,7 +453,7 @@ class Mirror:
         if record != self._saved:
             write_atomic(self.cache / MIRROR_FILE, record)
             self._saved = record
-        self.status.failures = {v: dict(p) for v, p in self.failures.items()}
+        self.status.failures = {v: dict(r.problems) for v, r in self.retries.items()}
         self.status.mirrored = sorted(self.held)
         write_status(self.cache, self.status)
 
