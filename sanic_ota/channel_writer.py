@@ -84,24 +84,22 @@ class BucketChannelWriter(ChannelWriter):
                     return None
 
     async def write_channel(self, name: str, document: bytes | None) -> None:
-        path = channel_path(name)
+        await self._put(channel_path(name), document)
+        await asyncio.to_thread(self.store.write_channel, name, document)
+
+    async def write_pin(self, version: str | None) -> None:
+        document = None if version is None else pin_document(version)
+        await self._put(PIN_PATH, document)
+        await asyncio.to_thread(self.store.copy_pin, document)
+
+    async def _put(self, path: str, document: bytes | None) -> None:
+        """Write (None: delete) one object in the bucket; the store's failures as the admin's errors."""
         with self._failures("write"):
             async with open_bucket(self.location) as bucket:
                 if document is None:
                     await bucket.delete(path)
                 else:
                     await bucket.put(path, document)
-        await asyncio.to_thread(self.store.write_channel, name, document)
-
-    async def write_pin(self, version: str | None) -> None:
-        document = None if version is None else pin_document(version)
-        with self._failures("write"):
-            async with open_bucket(self.location) as bucket:
-                if document is None:
-                    await bucket.delete(PIN_PATH)
-                else:
-                    await bucket.put(PIN_PATH, document)
-        await asyncio.to_thread(self.store.copy_pin, document)
 
     @contextlib.contextmanager
     def _failures(self, doing: str) -> Iterator[None]:

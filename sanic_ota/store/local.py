@@ -410,11 +410,7 @@ class LocalStore:
         make_durable([self._manifest_path(version) for version in versions])
 
     def write_pin(self, version: str | None) -> None:
-        path = self.partitions / PIN_FILE
-        if version is None:
-            path.unlink(missing_ok=True)
-        else:
-            write_atomic(path, pin_document(version))
+        self.copy_pin(None if version is None else pin_document(version))
 
     # -- channels ---------------------------------------------------------------------------
 
