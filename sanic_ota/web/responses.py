@@ -219,21 +219,15 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
         client_gone(request)
         return HTTPResponse(status=CLIENT_CLOSED)
     if isinstance(exception, OtaError):
-        if exception.status >= 500:
-            logger.error("%s %s: %s", request.method, request.path, exception.message)
-        return error_response(exception.status, exception.message,
-                              tuple((name, str(value)) for name, value in exception.headers.items()))
-    if isinstance(exception, SanicException):
-        status = exception.status_code or 500
-        message = str(exception) or "error"
-        if status >= 500:
-            logger.error("%s %s: %s", request.method, request.path, message)
-        response = error_response(status, message)
-        for name, value in (exception.headers or {}).items():
-            response.headers[name] = value
-        return response
-    logger.exception("unexpected error on %s %s", request.method, request.path)
-    return error_response(500, "internal server error")
+        status, message, headers = exception.status, exception.message, exception.headers
+    elif isinstance(exception, SanicException):
+        status, message, headers = exception.status_code or 500, str(exception) or "error", exception.headers or {}
+    else:
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal server error")
+    if status >= 500:
+        logger.error("%s %s: %s", request.method, request.path, message)
+    return error_response(status, message, tuple((name, str(value)) for name, value in headers.items()))
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.
