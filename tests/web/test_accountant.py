@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -97,8 +98,13 @@ def test_a_download_the_server_cannot_finish_is_an_error_everywhere(workdir: Pat
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/status",
                                          headers={"Authorization": f"Basic {basic}"})
         page = urllib.request.urlopen(request).read().decode()
-        lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
-    told = [(r["status"], r["outcome"], r["bytes"]) for r in lines if r["version"] == BIG]
+        deadline = time.monotonic() + 10  # the log writer's thread writes a moment later
+        while True:
+            lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
+            told = [(r["status"], r["outcome"], r["bytes"]) for r in lines if r["version"] == BIG]
+            if len(told) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     assert told[0] == (200, "completed", len(image))
     assert told[1][:2] == (500, "error")  # as the module was told, not "200 aborted"
     assert told[2][:2] == (200, "error") and 1024 * 1024 - 256 * 1024 <= told[2][2] <= 1024 * 1024

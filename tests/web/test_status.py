@@ -163,13 +163,16 @@ def test_status_page_in_headless_chromium(admin_workdir: Path, tmp_path: Path) -
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000, len(data)
 
 
-def wait_for_counts(proc: ServerProcess, expected: dict[str, int]) -> None:
+def wait_for_counts(proc: ServerProcess, expected: dict[str, int], steady: float = 2.5) -> None:
+    """Until every page for ``steady`` seconds shows ``expected``: with two workers, the one
+    that counted shows its own counts at once, the other once they are flushed (within 2 s)."""
     deadline = time.monotonic() + 15
-    while True:
+    since = None
+    while since is None or time.monotonic() - since < steady:
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/status", headers=basic())
         page = urllib.request.urlopen(request).read().decode()
-        if all(f"id='d-{v}'>{n}<" in page for v, n in expected.items()):
-            return
+        right = all(f"id='d-{v}'>{n}<" in page for v, n in expected.items())
+        since = (since or time.monotonic()) if right else None
         assert time.monotonic() < deadline, page
         time.sleep(0.2)
 
