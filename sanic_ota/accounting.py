@@ -79,21 +79,20 @@ def decide(status: int, sent: int, length: int, client_gone: bool) -> Outcome:
     return Outcome.COMPLETED
 
 
-#: The last second ``_now`` formatted, and its text: most requests share it with the one before.
+#: The last second ``iso_time`` formatted, and its text: most lines share it with the one before.
 _second: tuple[int, str] = (-1, "")
 
 
-def _now() -> str:
-    """The time in ISO 8601 UTC with milliseconds; the date and time of day formatted once a second."""
+def iso_time(at: float) -> str:
+    """``at`` in ISO 8601 UTC with milliseconds; the date and time of day formatted once a second."""
     global _second
-    now = time()
-    whole = int(now)
+    whole = int(at)
     if whole != _second[0]:
         _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    return f"{_second[1]}.{int((at - whole) * 1000):03d}Z"
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     """Everything said about one request; filled while it runs, closed once.
 
@@ -124,9 +123,15 @@ class RequestRecord:
     sent: int = 0
     status: int = 0
     outcome: Outcome | None = None
-    time: str = field(default_factory=_now)
+    #: When the request began (Unix time); ``time`` is its text, made only when a line is written.
+    at: float = field(default_factory=time)
     duration_ms: float = 0.0
     started: float = field(default_factory=monotonic, repr=False)
+
+    @property
+    def time(self) -> str:
+        """When the request began, in ISO 8601 UTC with milliseconds."""
+        return iso_time(self.at)
 
     @property
     def is_request(self) -> bool:

@@ -21,6 +21,7 @@ of failures, and the counts stay in memory, bounded, until the file works again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sqlite3
@@ -62,7 +63,10 @@ CREATE INDEX IF NOT EXISTS rollout_offers_at ON rollout_offers (at);
 Pair = tuple[str, str]  # (key, channel)
 
 
+@functools.lru_cache(maxsize=4096)
 def address_hash(address: str) -> str:
+    """A short digest of a client address: the view counts distinct ones without keeping them.
+    Kept for the addresses seen last: a fleet asks again and again from the same ones."""
     return hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 

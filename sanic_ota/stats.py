@@ -105,9 +105,11 @@ class Stats:
 
     def observe(self, record: RequestRecord) -> None:
         """Count a closed request: a completed download, or a failure to list."""
+        completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
+        if not completed and record.failure is None:
+            return  # most requests: nothing to count here
         now = self.clock()
         failure = failure_of(record, now)
-        completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
         hour = int(now // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:

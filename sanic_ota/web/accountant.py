@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from sanic import HTTPResponse, Request
+from sanic.config import Config
 
 from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.fleet import Fleet
@@ -24,13 +25,26 @@ from sanic_ota.web.metrics import Metrics
 
 
 def record_of(request: Request) -> RequestRecord:
-    """The request's record, made on first use."""
+    """The request's record, made on first use.
+
+    The client is the proxy's word for it when Sanic is told to trust one
+    (``behind_proxy``), else the peer's address.
+    """
     record: RequestRecord | None = getattr(request.ctx, "record", None)
     if record is None:
-        record = request.ctx.record = RequestRecord(
-            client=request.remote_addr or request.ip or "-", credentials="authorization" in request.headers
-        )
+        proxied = getattr(request.app.ctx, "behind_proxy", True)  # unknown before the server starts
+        client = (request.remote_addr if proxied else "") or request.ip or "-"
+        record = request.ctx.record = RequestRecord(client=client, credentials="authorization" in request.headers)
     return record
+
+
+def behind_proxy(config: Config) -> bool:
+    """Whether Sanic's settings name a proxy whose headers say who the client is.
+
+    Without one, Sanic's ``remote_addr`` is always empty; asking it parses the
+    forwarding headers per request for nothing.
+    """
+    return bool(config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT)
 
 
 def begin(request: Request, kind: Kind) -> RequestRecord:

@@ -39,7 +39,7 @@ def _header(request: Request) -> str:
 
 def _token(credentials: str) -> str:
     token = credentials.strip()
-    if not token or any(c.isspace() for c in token):
+    if len(token.split(None, 1)) != 1:  # empty, or white space inside
         raise Unauthorized('Authorization must be "token <TOKEN>" with one token')
     return token
 

@@ -26,8 +26,8 @@ from sanic_ota.settings import Settings
 from sanic_ota.state import open_state
 from sanic_ota.stats import flush_periodically
 from sanic_ota.watcher import Watcher
-from sanic_ota.web import admin, metrics, routes, status
-from sanic_ota.web.accountant import Accountant
+from sanic_ota.web import admin, fast_lane, metrics, routes, status
+from sanic_ota.web.accountant import Accountant, behind_proxy
 from sanic_ota.web.connections import AddressSlots
 from sanic_ota.web.ports import check_listening, listen_also
 from sanic_ota.web.process import OtaSanic
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     app.ctx.metrics = app_metrics = metrics.Metrics()
     app.ctx.log = log = LogWriter()
     app.ctx.answers = Answers()
+    app.ctx.fast_lane = fast_lane.answer
     redact_signatures()
     app.blueprint(routes.bp)
     app.blueprint(status.bp)
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
     @app.before_server_start
     async def start(app: Sanic) -> None:
         log.start()
+        app.ctx.behind_proxy = behind_proxy(app.config)
         check_listening(app, settings.extra_ports)
         if settings.store:  # wrong credentials or bucket: refuse to start, naming the setting
             await check_store(settings)
