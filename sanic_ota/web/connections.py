@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from sanic import Request
@@ -99,7 +100,8 @@ class GuardedProtocol(HttpProtocol):
     """Sanic's HTTP protocol with the header deadline and the per-address cap."""
 
     HTTP_CLASS = GuardedHttp
-    __slots__ = ("_address", "_deadline", "_header_since", "_header_timeout", "_metrics", "_refused", "_slots")
+    __slots__ = ("_address", "_deadline", "_fast_lane", "_header_since", "_header_timeout", "_metrics", "_refused",
+                 "_slots")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -111,6 +113,14 @@ class GuardedProtocol(HttpProtocol):
         self._deadline: asyncio.TimerHandle | None = None  # the check of the header deadline
         self._header_since: float | None = None  # loop time the headers being read began
         self._refused = False
+        self._fast_lane: Callable[[Request], Awaitable[bool]] = self.app.ctx.fast_lane
+        self.request_handler = self._handle
+
+    async def _handle(self, request: Request) -> None:
+        """The module's version query and listing by the fast lane (``app.ctx.fast_lane``,
+        ``web.fast_lane``); the rest by Sanic."""
+        if not await self._fast_lane(request):
+            await self.app.handle_request(request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")

@@ -25,6 +25,7 @@ from typing import Any
 from sanic import HTTPResponse, Request
 from sanic.compat import Header
 from sanic.exceptions import RequestCancelled, SanicException
+from sanic.headers import format_http1_response
 from sanic.http import Http
 from sanic.response import json as json_response
 
@@ -65,6 +66,12 @@ COPY_READ_SIZE = 256 * 1024
 #: headers and the magic bytes.
 FIRST_CHUNK_SIZE = 16 * 1024
 
+#: A whole file this small, held in memory, is answered as one complete answer (header
+#: block and body in one write, like the JSON answers) rather than streamed: the
+#: certificate and key partitions a module fetches. Streaming would send it in one
+#: write as well, through more steps.
+SMALL_FILE_SIZE = FIRST_CHUNK_SIZE
+
 
 class WireHeaders(Header):
     """Response headers that leave as ``Content-Length: ``, however they were set.
@@ -100,15 +107,35 @@ class Prepared:
     length: int
     content_type: str = JSON_TYPE
 
+    def wire(self, keep_alive: bool) -> bytes:
+        """The whole answer as it leaves, status line to body: what ``fast_lane`` writes.
+
+        The same bytes Sanic writes for a ``PreparedAnswer`` (its status line, the block,
+        ``connection``, ``content-type``); encoded on first use, then kept.
+        """
+        return self._wire[keep_alive]
+
+    @functools.cached_property
+    def _wire(self) -> tuple[bytes, bytes]:
+        *block, content_type = self.block
+        return tuple(  # type: ignore[return-value]
+            format_http1_response(self.status, (*block, (b"connection", b"keep-alive" if keep else b"close"),
+                                                content_type)) + self.body
+            for keep in (False, True))
+
 
 def prepare(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Prepared:
     data = json.dumps(body).encode()
     return Prepared(status, data, _block(len(data), {**(headers or {}), "content-type": JSON_TYPE}), len(data))
 
 
-def prepare_download(length: int, headers: dict[str, str]) -> Prepared:
-    """A whole file's 200 block: the headers ``image_headers`` gives it, encoded once."""
-    return Prepared(200, b"", _block(length, {**headers, "content-type": OCTETS_TYPE}), length, OCTETS_TYPE)
+def prepare_download(length: int, headers: dict[str, str], body: bytes = b"") -> Prepared:
+    """A whole file's 200 block: the headers ``image_headers`` gives it, encoded once.
+
+    With ``body`` (a file small enough for one write, ``SMALL_FILE_SIZE``) it is the
+    whole answer; without, ``send_image`` streams the file after the block.
+    """
+    return Prepared(200, body, _block(length, {**headers, "content-type": OCTETS_TYPE}), length, OCTETS_TYPE)
 
 
 def _block(length: int, headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -128,10 +155,11 @@ class PreparedAnswer(HTTPResponse):
     spelled by ``WireHeaders``.
     """
 
-    __slots__ = ("block",)
+    __slots__ = ("block", "prepared")
 
     def __init__(self, prepared: Prepared) -> None:
         super().__init__(prepared.body, status=prepared.status, content_type=prepared.content_type)
+        self.prepared = prepared
         self.block = prepared.block
         if not prepared.body:  # streamed: Sanic counts the body against this length
             self.headers["content-length"] = str(prepared.length)
@@ -172,9 +200,9 @@ class Answers:
             prepared = self._answers[key] = build()
         return prepared
 
-    def get(self, index: object, key: Hashable, build: Callable[[], dict[str, Any]]) -> PreparedAnswer:
+    def json(self, index: object, key: Hashable, build: Callable[[], dict[str, Any]]) -> Prepared:
         """A JSON answer, whole."""
-        return PreparedAnswer(self.prepared(index, key, lambda: prepare(build())))
+        return self.prepared(index, key, lambda: prepare(build()))
 
 
 def for_the_module(request: Request, response: HTTPResponse) -> None:
@@ -195,11 +223,6 @@ def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json_response(body, status=status, dumps=json.dumps)
 
 
-def error_response(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> HTTPResponse:
-    """The one error shape: ``{"status": N, "message": "..."}``, with ``headers`` (``Retry-After``)."""
-    return PreparedAnswer(_prepared_error(status, message, headers))
-
-
 @functools.lru_cache(maxsize=256)
 def _prepared_error(status: int, message: str, headers: tuple[tuple[str, str], ...]) -> Prepared:
     """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403,
@@ -218,16 +241,21 @@ def handle_exception(request: Request, exception: BaseException) -> HTTPResponse
     if isinstance(exception, RequestCancelled):
         client_gone(request)
         return HTTPResponse(status=CLIENT_CLOSED)
+    return PreparedAnswer(prepared_error(request, exception))
+
+
+def prepared_error(request: Request, exception: BaseException) -> Prepared:
+    """The JSON error for ``exception``; one the server did not expect is logged with its traceback."""
     if isinstance(exception, OtaError):
         status, message, headers = exception.status, exception.message, exception.headers
     elif isinstance(exception, SanicException):
         status, message, headers = exception.status_code or 500, str(exception) or "error", exception.headers or {}
     else:
         logger.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal server error")
+        return _prepared_error(500, "internal server error", ())
     if status >= 500:
         logger.error("%s %s: %s", request.method, request.path, message)
-    return error_response(status, message, tuple((name, str(value)) for name, value in headers.items()))
+    return _prepared_error(status, message, tuple((name, str(value)) for name, value in headers.items()))
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.

@@ -31,7 +31,9 @@ from sanic_ota.versions import check_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import (
+    SMALL_FILE_SIZE,
     Answers,
+    PreparedAnswer,
     byte_range,
     entity_tag,
     esp_json,
@@ -93,8 +95,7 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     else:
         args = request.get_args(keep_blank_values=True)
     if args is None or not any(name in args for name in ("action", "version", "filename")):
-        key = _device(request, Kind.VERSION_QUERY)
-        return version_query(_answers(request), _state(request), key, record_of(request).client)
+        return version_query(request)
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
@@ -147,6 +148,10 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
     try:
         if request.method == "HEAD":
             return image_head(entry.length, span, headers)
+        if span is None and isinstance(image, bytes) and len(image) <= SMALL_FILE_SIZE:
+            # verified bytes, which the manifest's SHA-256 pins for as long as this index
+            return PreparedAnswer(_answers(request).prepared(
+                index, ("small file", version, filename), lambda: prepare_download(entry.length, headers, image)))
         accountant: Accountant = request.app.ctx.accountant
         status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
         prepared = None
@@ -186,21 +191,24 @@ def nothing_to_offer(error: NotFound, store: StoreStatus | None) -> NotFound | U
     return Unavailable(f"{error.message}: this replica holds no release yet, and {why}")
 
 
-def version_query(answers: Answers, state: State, key: Key, caller: str) -> HTTPResponse:
+def version_query(request: Request) -> HTTPResponse:
     """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
 
     The release is the key's channel's (``channels.offer``: its base, or its rollout's
     release for a caller in the rollout); the fleet view counts the offer. The bytes are
     encoded once per index and answer (``Answers``).
     """
+    key = _device(request, Kind.VERSION_QUERY)
+    state = _state(request)
+    caller = record_of(request).client
     index = state.index
     try:
         release = _offer(state, index, key, caller)
     except NotFound as e:
         raise nothing_to_offer(e, state.store_status.read() if state.store_status else None) from None
     pinned = index.pin_of(key.channel) is not None
-    return answers.get(index, ("version query", release.version, pinned), lambda: {
-        "status": 200, "rom_version": release.version, "pinned": pinned})
+    return PreparedAnswer(_answers(request).json(index, ("version query", release.version, pinned), lambda: {
+        "status": 200, "rom_version": release.version, "pinned": pinned}))
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
@@ -213,7 +221,8 @@ async def listing(request: Request) -> HTTPResponse:
     if key.channel != DEFAULT_CHANNEL:
         caller = record_of(request).client
         newest = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)[0].version
-    return _answers(request).get(index, ("listing", newest), lambda: listing_body(index, newest=newest))
+    prepared = _answers(request).json(index, ("listing", newest), lambda: listing_body(index, newest=newest))
+    return PreparedAnswer(prepared)
 
 
 def listing_body(index: Index, limit: int = LISTING_LIMIT, newest: str | None = None) -> dict[str, object]:
