@@ -39,6 +39,11 @@ class FailureLimiter:
     def __contains__(self, address: object) -> bool:
         return address in self._failures
 
+    def is_limited(self, address: str) -> bool:
+        """Whether ``address`` is over the limit now: more than ``limit`` failures within the window."""
+        times = self._failures.get(address)
+        return times is not None and len(times) > self.limit and times[0] > self.clock() - self.window
+
     def fail(self, address: str) -> int | None:
         """Record a failure; the seconds to wait if the address is now over the limit."""
         now = self.clock()

@@ -205,6 +205,15 @@ def test_repeated_failures_are_slowed_but_valid_tokens_pass(server: ServerProces
     assert status == 429 and int(headers["Retry-After"]) >= 1
     assert json.loads(body)["status"] == 429
     assert version_query(server.host, server.port, TOKEN) == VERSION  # same address, valid token
+    for _ in range(10):  # still failing: refused, and no longer logged one warning each
+        assert _get(server, "/v1/device/rom", {"Authorization": "token " + "9" * 40})[0] == 429
+    assert server.logged("no longer logged here one by one")  # written after the 20 before it
+    assert server.log().count("auth failed from 127.0.0.1: unknown token") == 21  # 20, and the one over
+    refused = "kind=listing key=- version=- file=- range=- status=429"
+    deadline = time.monotonic() + 5  # each refusal is in the audit log, a moment later
+    while server.log().count(refused) < 11 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log().count(refused) == 11
 
 
 def test_the_module_download_head_only_gains_etag_and_accept_ranges(server: ServerProcess, workdir: Path) -> None:

@@ -65,16 +65,26 @@ def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
 
 
 def _failed(request: Request, limiter: FailureLimiter, e: OtaError, failure: AuthFailure) -> TooManyRequests | None:
-    """Log and count a failed authentication; the 429 to raise once the address is over its limit."""
-    address = request.remote_addr or request.ip
-    logger.warning("auth failed from %s: %s", address, e.message)
+    """Log and count a failed authentication; the 429 to raise once the address is over its limit.
+
+    Each failure is logged until its address is over the limit, then once more saying
+    so; the failures answered 429 after that are in the audit log (status 429) and the
+    metrics, not one warning each: an address that keeps trying would flood the log.
+    """
     record = record_of(request)
+    address = record.client
     record.auth_failure = failure
+    limited_before = limiter.is_limited(address)
     wait = limiter.fail(address)
-    if wait is not None:
-        record.auth_failure = AuthFailure.RATE_LIMITED
-        return TooManyRequests("too many failed authentications; retry later", wait)
-    return None
+    if wait is None:
+        logger.warning("auth failed from %s: %s", address, e.message)
+        return None
+    if not limited_before:
+        logger.warning("auth failed from %s: %s; over %d failures within %g s: its failures are answered 429, "
+                       "and no longer logged here one by one, until it stops failing",
+                       address, e.message, limiter.limit, limiter.window)
+    record.auth_failure = AuthFailure.RATE_LIMITED
+    return TooManyRequests("too many failed authentications; retry later", wait)
 
 
 def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
