@@ -56,19 +56,21 @@ async def answer(request: Request) -> bool:
     except OtaError as e:
         if request.responded:  # the download had begun: only Sanic can end the connection
             raise
-        response = PreparedAnswer(prepared_error(request, e))
+        prepared = prepared_error(request, e)
         if request.version == "1.0":
             http.keep_alive = False
-    if request.responded:  # a download that streamed itself; Sanic ends its stream
-        return True
-    assert response is not None  # a handler that did not stream returns its answer
-    if isinstance(response, PreparedAnswer) and not response.headers:
-        accountant: Accountant = request.app.ctx.accountant
-        size = len(response.body or b"")
-        accountant.close(record_of(request), response.status, size, size)
-        await cast(HttpProtocol, request.protocol).send(response.prepared.wire(http.keep_alive))
-        http.stage = Stage.IDLE  # as Sanic leaves a connection whose answer was sent whole
     else:
-        sent = await request.respond(response)
-        await sent.send(end_stream=True)
+        if request.responded:  # a download that streamed itself; Sanic ends its stream
+            return True
+        assert response is not None  # a handler that did not stream returns its answer
+        if not isinstance(response, PreparedAnswer) or response.headers:
+            sent = await request.respond(response)
+            await sent.send(end_stream=True)
+            return True
+        prepared = response.prepared
+    accountant: Accountant = request.app.ctx.accountant
+    size = len(prepared.body)
+    accountant.close(record_of(request), prepared.status, size, size)
+    await cast(HttpProtocol, request.protocol).send(prepared.wire(http.keep_alive))
+    http.stage = Stage.IDLE  # as Sanic leaves a connection whose answer was sent whole
     return True

@@ -9,10 +9,12 @@ request's record (``accountant.begin``), which is counted once the answer is com
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import time
+from urllib.parse import parse_qsl
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.request import RequestParameters
@@ -27,7 +29,7 @@ from sanic_ota.keys import Key
 from sanic_ota.mirror_status import NOT_LISTED, StoreStatus, want
 from sanic_ota.releases import Index, Release
 from sanic_ota.state import State
-from sanic_ota.versions import check_name
+from sanic_ota.versions import check_name, is_plain_name
 from sanic_ota.web.accountant import Accountant, begin, record_of
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import (
@@ -78,6 +80,24 @@ def _device(request: Request, kind: Kind) -> Key:
     return key
 
 
+@functools.lru_cache(maxsize=1024)
+def module_download(query: str) -> tuple[str, str] | None:
+    """``(version, filename)`` if ``query`` is exactly what AT+CIUPDATE sends for a file
+    (``action=download_rom``, ``version``, ``filename``, each once, both plain names),
+    else None: ``device_rom`` then reads the query in full, with its errors.
+
+    Kept per query string: a fleet asks for the same few files again and again.
+    Parsed as Sanic parses a query (UTF-8, undecodable bytes replaced).
+    """
+    pairs = parse_qsl(query, keep_blank_values=True)
+    found = dict(pairs)
+    if len(pairs) != 3 or found.keys() != {"action", "version", "filename"} or found["action"] != DOWNLOAD_ACTION:
+        return None
+    if not (is_plain_name(found["version"]) and is_plain_name(found["filename"])):
+        return None
+    return found["version"], found["filename"]
+
+
 def _single(args: RequestParameters, name: str) -> str | None:
     values = args.getlist(name)
     if not values:
@@ -92,6 +112,11 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
     if request.query_string in PLAIN_QUERIES:
         args = None
+    elif (target := module_download(request.query_string)) is not None and "authorization" in request.headers:
+        _device(request, Kind.DOWNLOAD)
+        named = record_of(request)
+        named.version, named.file = target  # plain names, safe to log
+        return await download(request, *target)
     else:
         args = request.get_args(keep_blank_values=True)
     if args is None or not any(name in args for name in ("action", "version", "filename")):

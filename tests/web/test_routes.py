@@ -16,7 +16,7 @@ from sanic_ota.manifest import Manifest
 from sanic_ota.mirror_status import StoreStatus
 from sanic_ota.releases import Index, Release
 from sanic_ota.settings import Settings
-from sanic_ota.web.routes import listing_body, nothing_to_offer
+from sanic_ota.web.routes import listing_body, module_download, nothing_to_offer
 from sanic_ota.web.server import create_app
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -34,6 +34,32 @@ def get(app: Sanic, url: str, headers: dict[str, str] | None = None):
 
 def download_url(version: str = VERSION, filename: str = "ota.bin") -> str:
     return f"/v1/device/rom/?action=download_rom&version={version}&filename={filename}"
+
+
+@pytest.mark.parametrize(("query", "target"), [
+    ("action=download_rom&version=v1.0.0&filename=ota.bin", ("v1.0.0", "ota.bin")),
+    ("filename=mqtt_ca.bin&version=v1.0.0&action=download_rom", ("v1.0.0", "mqtt_ca.bin")),
+    ("action=download_rom&version=v1%2E0%2E0&filename=ota.bin", ("v1.0.0", "ota.bin")),  # decoded as Sanic does
+    ("action=download_rom&version=v1.0.0&filename=ota.bin&filename=x.bin", None),  # repeated: a 400, said in full
+    ("action=download_rom&version=v1.0.0&filename=ota.bin&sig=abc", None),  # a signed URL
+    ("action=download_rom&version=v1.0.0", None),
+    ("action=upload&version=v1.0.0&filename=ota.bin", None),
+    ("action=download_rom&version=..&filename=ota.bin", None),
+    ("action=download_rom&version=v1.0.0&filename=%2Fetc%2Fpasswd", None),
+    ("action=download_rom&version=&filename=ota.bin", None),
+])
+def test_only_a_plain_module_download_query_is_read_the_short_way(query: str, target: tuple[str, str] | None) -> None:
+    assert module_download(query) == target
+
+
+@pytest.mark.parametrize("query", [
+    "action=download_rom&version=v1.0.0&filename=ota.bin&filename=ota.bin",
+    "action=download_rom&version=..&filename=ota.bin",
+    "action=download_rom&filename=ota.bin",
+])
+def test_a_query_not_read_the_short_way_still_gets_its_400(app: Sanic, query: str) -> None:
+    response = get(app, f"/v1/device/rom/?{query}")
+    assert response.status == 400 and response.json["status"] == 400
 
 
 def test_download_is_exact_and_not_chunked(app: Sanic, workdir: Path) -> None:
