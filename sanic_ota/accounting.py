@@ -125,8 +125,9 @@ class RequestRecord:
     outcome: Outcome | None = None
     #: When the request began (Unix time); ``time`` is its text, made only when a line is written.
     at: float = field(default_factory=time)
-    duration_ms: float = 0.0
     started: float = field(default_factory=monotonic, repr=False)
+    #: ``monotonic()`` when it was closed; ``duration_ms`` is made from it when a line is written.
+    ended: float | None = field(default=None, repr=False)
 
     @property
     def time(self) -> str:
@@ -151,8 +152,13 @@ class RequestRecord:
             return False
         self.status, self.sent = status, sent
         self.outcome = decide(status, sent, length, self.client_gone)
-        self.duration_ms = round((monotonic() - self.started) * 1000, 1)
+        self.ended = monotonic()
         return True
+
+    @property
+    def duration_ms(self) -> float:
+        """From its start to its close (0 while open), in milliseconds to a tenth."""
+        return 0.0 if self.ended is None else round((self.ended - self.started) * 1000, 1)
 
     @property
     def failure(self) -> str | None:

@@ -35,12 +35,9 @@ def format_record(record: RequestRecord, log_format: str) -> str:
     if log_format == "json":
         return json.dumps(fields(record), separators=(",", ":"))
     # the text line, spelled out: ``fields`` joined as key=value, "-" for None (half the time)
+    # (``x or "-"``: these are None or non-empty names; enums by their value, which formats faster than the member)
     r = record
-    return (f"client={r.client} kind={r.kind} key={_text(r.key)} version={_text(r.version)} "
-            f"file={_text(r.file)} range={_text(r.range)} status={r.status} bytes={r.sent} "
-            f"outcome={_text(r.outcome)} time={r.time} duration_ms={r.duration_ms}"
+    return (f"client={r.client} kind={r.kind._value_} key={r.key or '-'} version={r.version or '-'} "
+            f"file={r.file or '-'} range={r.range or '-'} status={r.status} bytes={r.sent} "
+            f"outcome={'-' if r.outcome is None else r.outcome._value_} time={r.time} duration_ms={r.duration_ms}"
             + ("" if r.change is None else f" change={r.change}"))
-
-
-def _text(value: object) -> object:
-    return "-" if value is None else value

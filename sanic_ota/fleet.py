@@ -153,6 +153,8 @@ class Fleet:
         """A closed request of a known key: a completed download, a failure, when it was seen."""
         if record.key is None or record.channel is None:
             return
+        if record.kind is Kind.VERSION_QUERY and record.auth_failure is None and record.outcome is Outcome.COMPLETED:
+            return  # counted as offered, and seen, when it was answered
         pair = (record.key, record.channel)
         with self._buffer_lock:
             if record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED and record.version:
