@@ -25,6 +25,7 @@ small JSON; ``parse`` refuses anything else with ``ChannelError``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -281,7 +282,13 @@ class Channels:
         """The channel's settings; a channel without a file follows the newest release."""
         if name in self.problems:
             raise Unusable(f"channel {name} cannot be used; the server log and /status say why")
-        return self.channels.get(name) or Channel(name)
+        return self.channels.get(name) or _plain(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain(name: str) -> Channel:
+    """A channel without a file (``stable``, usually), made once: every version query asks."""
+    return Channel(name)
 
 
 class Unusable(OtaError):

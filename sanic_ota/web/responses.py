@@ -255,7 +255,8 @@ def prepared_error(request: Request, exception: BaseException) -> Prepared:
         return _prepared_error(500, "internal server error", ())
     if status >= 500:
         logger.error("%s %s: %s", request.method, request.path, message)
-    return _prepared_error(status, message, tuple((name, str(value)) for name, value in headers.items()))
+    return _prepared_error(status, message, tuple((name, str(value)) for name, value in headers.items())
+                           if headers else ())
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.
