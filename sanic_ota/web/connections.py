@@ -117,8 +117,8 @@ class GuardedProtocol(HttpProtocol):
         self.request_handler = self._handle
 
     async def _handle(self, request: Request) -> None:
-        """The module's version query and listing by the fast lane (``app.ctx.fast_lane``,
-        ``web.fast_lane``); the rest by Sanic."""
+        """A module's GET by the fast lane (``app.ctx.fast_lane``: ``web.fast_lane.answer``,
+        given by the app so that this module needs no routes); the rest by Sanic."""
         if not await self._fast_lane(request):
             await self.app.handle_request(request)
 
