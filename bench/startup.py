@@ -13,6 +13,13 @@ process to the first version query that answers the newest release:
   no record of its own yet (offline mode);
 - restart: the same directory again, manifests and the server's records present.
 
+Besides the wall time it prints the CPU time the server's processes (Sanic's main
+process, its manager, the workers) had spent when the first right answer came
+(``/proc``): on a machine shared with other jobs the wall time moves with the
+neighbours' load, the CPU time much less; on a quiet machine with a single worker
+the two are close, since the processes start one after the other. The load average
+is printed before and after.
+
 Each case runs with 1 and 2 workers. Sanic kills a start whose workers have not
 acknowledged within 30 s (its worker-ack limit), so a case that takes longer
 fails here. Not part of ``make test``: it takes minutes and asserts nothing.
@@ -84,11 +91,34 @@ def version_query(port: int) -> str | None:
     return data[at + len(marker):].split(b'"', 1)[0].decode()
 
 
+def session_cpu(session: int) -> float:
+    """CPU seconds (user + system) of every process in ``session``, with their children
+    already reaped (Linux ``/proc``; 0 elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[3]) == session:  # fields[0] is field 3 of proc(5), "state"
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
 def measure(
     root: Path, env: dict[str, str], workers: int, expected: str, timeout: float
 ) -> tuple[float | None, float | None, str]:
     """Seconds from starting the process to the first right answer, and to every worker
     having reported ready (what Sanic's worker-ack limit counts); None: never."""
+    answer, ready, _, log = measure_cpu(root, env, workers, expected, timeout)
+    return answer, ready, log
+
+
+def measure_cpu(
+    root: Path, env: dict[str, str], workers: int, expected: str, timeout: float
+) -> tuple[float | None, float | None, float | None, str]:
+    """``measure``, and the CPU seconds the server's processes had spent at the first right answer."""
     port = free_port()
     log_path = root / f"server-{port}.log"
     cmd = [str(SANIC), "sanic_ota.app", "--host", HOST, "--port", str(port), "--workers", str(workers)]
@@ -98,10 +128,12 @@ def measure(
                                 start_new_session=True)
         elapsed: float | None = None
         ready: float | None = None
+        cpu: float | None = None
         try:
             while time.monotonic() - started < timeout and proc.poll() is None:
                 if elapsed is None and version_query(port) == expected:
                     elapsed = time.monotonic() - started
+                    cpu = session_cpu(proc.pid)
                 if ready is None and log_path.read_bytes().count(b"Worker ready") >= workers:
                     ready = time.monotonic() - started
                 if elapsed is not None and ready is not None:
@@ -114,7 +146,7 @@ def measure(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    return elapsed, ready, log_path.read_text(errors="replace")
+    return elapsed, ready, cpu, log_path.read_text(errors="replace")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
             SANIC_OTA_STATS_FILE=str(root / "stats.sqlite3"),
         )
         expected = version_name(args.releases - 1)
-        print(f"{'mode':<8} {'workers':>7} {'first start: answer':>20} {'all ready':>10} "
-              f"{'restart: answer':>16} {'all ready':>10}")
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        print(f"{'mode':<8} {'workers':>7} {'first start: answer':>20} {'cpu':>7} {'all ready':>10} "
+              f"{'restart: answer':>16} {'cpu':>7} {'all ready':>10}")
         for mode in args.modes.split(","):
             env = dict(base, SANIC_OTA_SIGN_MANIFESTS="true" if mode == "signs" else "false")
             for workers in (int(w) for w in args.workers.split(",")):
@@ -144,16 +177,17 @@ def run(args: argparse.Namespace) -> int:
                 for case in ("first start", "restart"):
                     if case == "first start":
                         reset(root, mode, base, expected, args.timeout)
-                    elapsed, ready, log = measure(root, env, workers, expected, args.timeout)
+                    elapsed, ready, cpu, log = measure_cpu(root, env, workers, expected, args.timeout)
                     if elapsed is None or ready is None:
                         failed = True
                         print(f"  {mode} {workers} worker(s) {case}: not ready within {args.timeout} s; "
                               f"log tail:\n{log[-1500:]}")
-                    figures += ["-" if t is None else f"{t:.2f} s" for t in (elapsed, ready)]
+                    figures += ["-" if t is None else f"{t:.2f} s" for t in (elapsed, cpu, ready)]
                     if args.verbose:
                         print("\n".join(line for line in log.splitlines() if "sanic_ota" in line and "indexed" in line))
-                print(f"{mode:<8} {workers:>7} {figures[0]:>20} {figures[1]:>10} {figures[2]:>16} {figures[3]:>10}",
-                      flush=True)
+                print(f"{mode:<8} {workers:>7} {figures[0]:>20} {figures[1]:>7} {figures[2]:>10} "
+                      f"{figures[3]:>16} {figures[4]:>7} {figures[5]:>10}", flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f}")
         print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
     finally:
         if args.keep:

@@ -9,19 +9,23 @@ can record which project and version the bytes really hold.
 
 Everything here takes ``bytes`` and does no I/O. Parsing is left to esptool, whose
 image classes are the reference for this format; none of its exceptions leave this
-module, every problem becomes an ``ImageError``.
+module, every problem becomes an ``ImageError``. esptool is imported when the first
+application image is inspected, not with this module: it takes a tenth of a second
+(click, rich, serial), which Sanic's main process (it never inspects an image) and a
+restart with nothing to hash would pay for nothing.
 """
 
 from __future__ import annotations
 
 import io
 import struct
-
-from esptool.bin_image import ESP32FirmwareImage
-from esptool.loader import ESPLoader
-from esptool.targets import CHIP_DEFS
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from sanic_ota.errors import ImageError
+
+if TYPE_CHECKING:
+    from esptool.bin_image import ESP32FirmwareImage
 
 _CERTIFICATE = (0, b"\xf1\xf1")
 
@@ -48,9 +52,15 @@ _HASH_APPENDED_OFFSET = 23
 _APP_DESC = struct.Struct("<II8s32s32s16s16s32s")
 _APP_DESC_MAGIC = 0xABCD5432
 
-#: esptool's chip classes by the id the image header carries (ESP8266 has none);
-#: each knows its name and, once ``esptool.bin_image`` is imported, its image class.
-_CHIPS = {rom.IMAGE_CHIP_ID: rom for rom in CHIP_DEFS.values() if hasattr(rom, "IMAGE_CHIP_ID")}
+
+@cache
+def _chips() -> dict[int, Any]:
+    """esptool's chip classes by the id the image header carries (ESP8266 has none); each
+    knows its name and its image class (``BOOTLOADER_IMAGE``, set by ``esptool.bin_image``)."""
+    import esptool.bin_image  # noqa: F401  (gives each chip class its image class)
+    from esptool.targets import CHIP_DEFS
+
+    return {rom.IMAGE_CHIP_ID: rom for rom in CHIP_DEFS.values() if hasattr(rom, "IMAGE_CHIP_ID")}
 
 
 def check_magic(partition: str, data: bytes) -> None:
@@ -93,7 +103,7 @@ def describe_app_image(data: bytes) -> dict[str, str]:
     if data[0] != 0xE9:
         raise ImageError(f"not an application image: magic {data[0]:#04x}, not 0xe9")
     chip_id = int.from_bytes(data[_CHIP_ID_OFFSET : _CHIP_ID_OFFSET + 2], "little")
-    chip = _CHIPS.get(chip_id)
+    chip = _chips().get(chip_id)
     if chip is None:
         raise ImageError(f"application image has an unknown chip id {chip_id}")
     image = _load(chip.BOOTLOADER_IMAGE, data)
@@ -156,6 +166,8 @@ def xor_bytes(data: bytes, state: int = 0) -> int:
 
 def _checksum(image: ESP32FirmwareImage) -> int:
     """``image.calculate_checksum()``, segment by segment as esptool defines it, but fast."""
+    from esptool.loader import ESPLoader  # imported by _chips() already
+
     checksum: int = ESPLoader.ESP_CHECKSUM_MAGIC
     for segment in image.segments:
         if segment.include_in_checksum:

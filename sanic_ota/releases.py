@@ -332,17 +332,17 @@ class Indexer:
         return {name: FileEntry(found[name].length, known[name].sha256) for name in names}
 
     def _hash_files(self, version: str, batch: Batch) -> dict[str, FileEntry]:
-        """``describe_files``, recording each file's identity if it did not change meanwhile."""
+        """``describe_files``, recording each file's identity if it did not change meanwhile:
+        as opened (before its first byte is read) and as ``stat`` sees it after all were read."""
         try:
             with self.store.release(version) as release:
-                before = _stat_files(release, None)
-                files = describe_files(release)
+                files, opened = _describe(release)
                 after = _stat_files(release, files)
         except OSError as e:
             raise NotFound(f"cannot list {self.store.where(version)}: {e.strerror}") from e
         batch.files_hashed += len(files)
         now = time.time_ns()
-        if after is None or after != before or not all(identities.settled(i.changed_ns, now) for i in after.values()):
+        if after is None or after != opened or not all(identities.settled(i.changed_ns, now) for i in after.values()):
             batch.record(version, None)  # changed while read, or too recently: hash it again next time
         else:
             batch.record(version, {name: Hashed(after[name].identity, files[name].sha256) for name in files})
@@ -443,15 +443,23 @@ class Indexer:
 
 def describe_files(release: ReleaseView) -> dict[str, FileEntry]:
     """Hash and inspect every file of a release; raises if one would be rejected."""
+    return _describe(release)[0]
+
+
+def _describe(release: ReleaseView) -> tuple[dict[str, FileEntry], dict[str, FileInfo]]:
+    """``describe_files``, and each file's ``FileInfo`` as it was opened (from the open
+    descriptor: no ``stat`` of its own)."""
     entries: dict[str, FileEntry] = {}
+    opened_as: dict[str, FileInfo] = {}
     for name in release.names():
         try:
             with release.open(name) as opened:  # refuses symlinks, hard links, non-regular files
+                opened_as[name] = opened.info
                 data = opened.read()
         except OSError as e:
             raise IntegrityError(f"cannot read {name}: {e.strerror}") from e
         entries[name] = FileEntry.describe(name, data)
-    return entries
+    return entries, opened_as
 
 
 def _stat_files(release: ReleaseView, names: Iterable[str] | None) -> dict[str, FileInfo] | None:

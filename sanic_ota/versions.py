@@ -121,10 +121,14 @@ def version_key(name: str) -> tuple[bool, Version, str]:
 
 
 def newest_first(names: Iterable[str]) -> list[str]:
-    """Versions newest first, then the names that are not versions, in name order."""
-    names = list(names)
-    versions = sorted((n for n in names if is_version(n)), key=version_key, reverse=True)
-    return versions + sorted(n for n in names if not is_version(n))
+    """Versions newest first, then the names that are not versions, in name order.
+
+    Each name is parsed once: sorted by ``version_key`` descending, the versions come
+    first, newest first, and the other names after them in reverse name order.
+    """
+    keys = sorted(map(version_key, names), reverse=True)
+    split = next((i for i, (is_version, _, _) in enumerate(keys) if not is_version), len(keys))
+    return [name for _, _, name in keys[:split]] + [name for _, _, name in reversed(keys[split:])]
 
 
 def newest(names: Iterable[str]) -> list[str]:

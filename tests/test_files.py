@@ -104,6 +104,26 @@ def test_locked_waits_for_the_holder(tmp_path: Path) -> None:
         holder.wait(timeout=20)
 
 
+def test_every_file_and_its_directory_is_flushed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More files than flushing threads, in two directories: each file and each directory once."""
+    paths = [tmp_path / d / f"v{n}.json" for d in ("a", "b") for n in range(25)]
+    for path in paths:
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, b"{}", durable=False)
+    flushed: list[tuple[int, int]] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        st = os.fstat(fd)
+        flushed.append((st.st_dev, st.st_ino))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    make_durable(paths)
+    expected = [(st.st_dev, st.st_ino) for st in map(os.stat, [*paths, tmp_path / "a", tmp_path / "b"])]
+    assert sorted(flushed) == sorted(expected)
+
+
 def test_files_written_without_waiting_for_the_disk_are_flushed_together(tmp_path: Path) -> None:
     paths = [tmp_path / f"v{n}.json" for n in range(40)]
     for n, path in enumerate(paths):

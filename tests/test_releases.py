@@ -540,6 +540,34 @@ def test_a_file_changed_just_before_it_was_hashed_is_hashed_again_next_time(
     assert not (settings.manifests_dir / IDENTITIES_FILE).exists()
 
 
+def test_a_file_replaced_while_its_release_is_read_is_hashed_again_next_time(
+    settings: Settings, settled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its identity as opened is not the one after every file was read: nothing is recorded."""
+    cert = _release_dir(settings) / "mqtt_ca.bin"
+    describe = FileEntry.describe.__func__  # type: ignore[attr-defined]
+    names: list[str] = []
+    replaced: list[str] = []
+
+    def replacing(cls: type[FileEntry], filename: str, data: bytes) -> FileEntry:
+        names.append(filename)
+        if filename == "mqtt_ca.bin" and not replaced:  # read, not stat'ed again yet; once
+            replaced.append(filename)
+            (cert.parent / "copy.tmp").write_bytes(data)  # the same bytes, another inode
+            os.replace(cert.parent / "copy.tmp", cert)
+        return describe(cls, filename, data)
+
+    monkeypatch.setattr(FileEntry, "describe", classmethod(replacing))
+    _signing(settings).build()
+    names.clear()
+    index = _signing(settings).build()
+    assert sorted(names) == ["mqtt_ca.bin", "ota.bin"]  # hashed again: the record did not vouch for it
+    assert index.releases[VERSION].manifest.serial == 1  # the same bytes: nothing to sign
+    names.clear()
+    _signing(settings).build()
+    assert names == []  # recorded this time
+
+
 @pytest.mark.parametrize("mode", ["signs", "offline"])
 def test_records_are_written_once_per_build(
     settings: Settings, settled: None, monkeypatch: pytest.MonkeyPatch, mode: str

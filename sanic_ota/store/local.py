@@ -403,8 +403,11 @@ class LocalStore:
 
     def write_manifest(self, version: str, document: bytes, durable: bool = True) -> None:
         path = self._manifest_path(version)
-        self.manifests.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, document, durable=durable)
+        try:
+            write_atomic(path, document, durable=durable)
+        except FileNotFoundError:  # no manifests/ yet: made once, not checked before each of 5,000 writes
+            self.manifests.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, document, durable=durable)
 
     def sync_manifests(self, versions: Iterable[str]) -> None:
         make_durable([self._manifest_path(version) for version in versions])
