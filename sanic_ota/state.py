@@ -106,6 +106,18 @@ def open_indexer(
     return Indexer(LocalStore.from_settings(settings), Records(settings.state_dir), verifier, signer, events)
 
 
+#: Releases the start-up line names; the rest are counted (a line naming 5,000 is no help).
+NAMED_AT_START = 10
+
+
+def named(versions: list[str], most: int = NAMED_AT_START) -> str:
+    """The newest ``most`` versions, and how many more."""
+    if not versions:
+        return "(none)"
+    more = len(versions) - most
+    return ", ".join(versions[:most]) + (f" and {more} older" if more > 0 else "")
+
+
 def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
@@ -118,7 +130,7 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
     logger.info(
         "serving %d release(s) %s; %d key(s); manifests %s",
         len(index.releases),
-        ", ".join(index.versions()) or "(none)",
+        named(index.versions()),
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )
