@@ -66,6 +66,21 @@ class Release:
         return hashlib.sha256(self.document).hexdigest()
 
 
+#: Releases a start reads before serving at most; beyond, see ``Indexer.start``.
+READ_FIRST = 100
+
+#: What a download of a release not read yet is told to wait (``Index.pending``).
+PENDING_RETRY_SECONDS = 5
+
+
+def summary(versions: list[str], most: int = 10) -> str:
+    """The newest ``most`` of ``versions`` (newest first) and how many more: for log lines."""
+    if not versions:
+        return "(none)"
+    more = len(versions) - most
+    return ", ".join(versions[:most]) + (f" and {more} older" if more > 0 else "")
+
+
 @dataclass(frozen=True)
 class Index:
     """One consistent view of what is served; replaced whole, never edited."""
@@ -103,10 +118,20 @@ class Index:
         what the version query treats as newest."""
         return tuple(newest_first({v for v in self.present if is_version(v)} | self.releases.keys()))
 
+    @cached_property
+    def pending(self) -> frozenset[str]:
+        """Releases present that this index has not read yet: after a large start
+        (``Indexer.start``), or a directory that appeared since the last build."""
+        return self.present - self.releases.keys() - self.problems.keys()
+
     def release(self, version: str) -> Release:
         try:
             return self.releases[version]
         except KeyError:
+            if version in self.pending:
+                error = Unavailable(f"release {version} has not been checked yet; ask again in a few seconds")
+                error.headers["Retry-After"] = str(PENDING_RETRY_SECONDS)
+                raise error from None
             if version in self.present:  # why is in the log and /status, not in a device's answer
                 raise Unavailable(f"release {version} is not servable; the server log and /status say why") from None
             raise NotFound(f"no release {version}") from None
@@ -192,6 +217,31 @@ class Indexer:
     def scan(self) -> set[str]:
         """The releases present now (``ReleaseStore.list_releases``)."""
         return self.store.list_releases()
+
+    def start(self, read_first: int = READ_FIRST) -> Index:
+        """The index a server starts serving with.
+
+        With more than ``read_first`` releases present, only those a version query can
+        name are read before serving: the newest (all candidates, if ambiguous), the
+        pinned one, and those a channel file pins or rolls out. The others are
+        ``pending``: a download of one answers 503 with ``Retry-After`` until the
+        watcher has read them (``Watcher.run`` does so at once), and the listing marks
+        them not servable meanwhile. Nothing is served before it is checked, and no
+        version query answers anything but what the full index would: 5,000 releases
+        took seconds to read, and a fleet waiting on a restarted server asks for the
+        newest. With fewer, everything is read first, as before.
+        """
+        present = self.scan()
+        if len(present) <= read_first:
+            return self.build()
+        channels = self.read_channels()
+        wanted = set(newest(present)) | {self.read_pin() or ""}
+        for channel in channels.channels.values():
+            wanted |= {channel.pin or "", channel.rollout.version if channel.rollout else ""}
+        index = self.build(Index(), wanted - {""})
+        logger.info("read %d of %d release(s) first (the newest, the pins); the other %d are checked next",
+                    len(index.releases) + len(index.problems), len(index.present), len(index.pending))
+        return index
 
     def build(self, previous: Index | None = None, versions: Iterable[str] | None = None) -> Index:
         """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``."""

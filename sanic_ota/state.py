@@ -1,8 +1,9 @@
 """Everything a running server knows, opened from settings without any web framework.
 
 ``open_state`` is what start-up does: load the keys, get the signing or verifying
-key, open the release store, and index every release once, so that the first
-request already sees every valid release. The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
+key, open the release store, and index the releases (``Indexer.start``: all of
+them, or with many, first those a version query can name; the watcher reads the
+rest at once). The web layer keeps the ``State`` on ``app.ctx``; the watcher swaps
 in a new ``index`` or ``keyring`` whole when files change, and records in
 ``keys_file`` whether the keys file on disk is applied in full.
 
@@ -27,7 +28,7 @@ from sanic_ota.keys import Keyring, KeysFileStatus, load_keys
 from sanic_ota.mirror_status import StatusReader
 from sanic_ota.ratelimit import FailureLimiter
 from sanic_ota.records import Records
-from sanic_ota.releases import EventHook, Index, Indexer
+from sanic_ota.releases import EventHook, Index, Indexer, summary
 from sanic_ota.settings import Settings
 from sanic_ota.signing import Signer, Verifier, create_key_pair, load_signer, load_verifier, public_pem
 from sanic_ota.stats import Stats
@@ -106,18 +107,6 @@ def open_indexer(
     return Indexer(LocalStore.from_settings(settings), Records(settings.state_dir), verifier, signer, events)
 
 
-#: Releases the start-up line names; the rest are counted (a line naming 5,000 is no help).
-NAMED_AT_START = 10
-
-
-def named(versions: list[str], most: int = NAMED_AT_START) -> str:
-    """The newest ``most`` versions, and how many more."""
-    if not versions:
-        return "(none)"
-    more = len(versions) - most
-    return ", ".join(versions[:most]) + (f" and {more} older" if more > 0 else "")
-
-
 def open_state(settings: Settings, events: EventHook | None = None) -> State:
     keyring = load_keyring(settings)
     verifier, signer = signing_keys(settings)
@@ -126,11 +115,11 @@ def open_state(settings: Settings, events: EventHook | None = None) -> State:
         store.ensure_directories()
     indexer = Indexer(store, Records(settings.state_dir), verifier, signer, events)
     seen = snapshot(layout_of(store, settings))
-    index = indexer.build()
+    index = indexer.start()
     logger.info(
         "serving %d release(s) %s; %d key(s); manifests %s",
         len(index.releases),
-        named(index.versions()),
+        summary(index.versions()),
         len(keyring),
         "signed here" if signer else "verified (offline signing)",
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import stat
 import time
@@ -31,8 +32,9 @@ from watchfiles import awatch
 
 from sanic_ota import keys
 from sanic_ota.changes import Layout, Plan, diff, layout_of, merge, plan, snapshot
-from sanic_ota.releases import Index
+from sanic_ota.releases import Index, summary
 from sanic_ota.state import State
+from sanic_ota.versions import newest_first
 
 logger = logging.getLogger("sanic_ota.watcher")
 
@@ -115,6 +117,9 @@ class Watcher:
             logger.error("cannot create %s: %s", e.filename, e.strerror)
         transient = set(self.state.indexer.transient)
         self._schedule_retries(transient, transient)
+        if self.state.index.pending:  # a large start read only what a version query names
+            self.pending_versions |= self.state.index.pending
+            self.versions_changed = -math.inf  # due at once: nothing is being copied
         try:
             while not self.stop_event.is_set():
                 try:
@@ -203,8 +208,7 @@ class Watcher:
         if pin_reads != self.pin_reads:  # the pin changed during the build: read it again
             self.pin_changed = time.monotonic()
         self._schedule_retries(versions, versions & state.indexer.transient)
-        logger.info("re-indexed %s; serving %s", ", ".join(sorted(versions)),
-                    ", ".join(index.versions()) or "(none)")
+        logger.info("re-indexed %s; serving %s", summary(newest_first(versions)), summary(index.versions()))
         self.on_index(index)
 
     def _schedule_retries(self, built: Iterable[str], failed: set[str]) -> None:

@@ -602,3 +602,47 @@ def test_a_restart_with_nothing_to_write_does_not_wait_for_the_lock(settings: Se
     with locked(settings.manifests_dir / LOCK_FILE):  # another worker signing for a long time
         threading.Thread(target=lambda: (_signing(settings).build(), done.set()), daemon=True).start()
         assert done.wait(10)
+
+
+# -- a large start -------------------------------------------------------------------------
+
+def _many(settings: Settings, count: int) -> list[str]:
+    """``count`` releases v1.0.0 .. v1.<count-1>.0, copies of one (hashing each is the point)."""
+    names = [f"v1.{n}.0" for n in range(count)]
+    source = _release_dir(settings)
+    for name in names[1:]:
+        shutil.copytree(source, settings.partitions_dir / name)
+    return names
+
+
+def test_a_large_start_reads_first_what_a_version_query_names(settings: Settings) -> None:
+    names = _many(settings, 8)  # v1.0.0 is the fixture's release
+    _pin_file(settings).write_text("v1.3.0\n")
+    settings.channels_dir.mkdir(exist_ok=True)
+    (settings.channels_dir / "beta.json").write_text(json.dumps({"pin": "v1.5.0"}))
+    indexer = _signing(settings)
+    index = indexer.start(read_first=5)
+    assert set(index.releases) == {"v1.7.0", "v1.3.0", "v1.5.0"}  # the newest, LATEST, beta's pin
+    assert index.pending == set(names) - set(index.releases)
+    assert index.latest().version == "v1.3.0" and index.base("beta").version == "v1.5.0"
+    with pytest.raises(Unavailable) as told:
+        index.release("v1.0.0")
+    assert told.value.headers["Retry-After"] and "not been checked yet" in told.value.message
+    assert "v1.0.0" in index.listed  # listed, as not servable for now
+    complete = indexer.build(index, index.pending)  # what the watcher does next
+    assert set(complete.releases) == set(names) and not complete.pending
+
+
+def test_a_start_with_few_releases_reads_them_all_first(settings: Settings) -> None:
+    names = _many(settings, 4)
+    index = _signing(settings).start(read_first=5)
+    assert set(index.releases) == set(names) and not index.pending
+
+
+def test_a_broken_newest_release_is_not_passed_over_by_a_large_start(settings: Settings) -> None:
+    _many(settings, 8)
+    (_release_dir(settings, "v1.7.0") / "ota.bin").write_bytes(b"not an image")
+    index = _signing(settings).start(read_first=5)
+    assert "v1.7.0" in index.problems
+    with pytest.raises(Unavailable):  # never an older release in its place
+        index.latest()

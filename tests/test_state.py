@@ -13,7 +13,7 @@ from sanic_ota.errors import ConfigurationError, KeysFileError
 from sanic_ota.keys import Key, save_keys
 from sanic_ota.settings import Settings
 from sanic_ota.signing import create_key_pair
-from sanic_ota.state import load_keyring, named, open_state, signing_keys
+from sanic_ota.state import load_keyring, open_state, signing_keys
 
 
 def test_open_state_creates_the_key_pair_and_indexes_every_release(settings: Settings) -> None:
@@ -93,10 +93,3 @@ def test_a_manifest_python_cannot_parse_does_not_stop_the_start(settings: Settin
     assert open_state(settings).index.versions() == [VERSION]  # signing here: signed anew
     assert manifest.read_text() != text
 
-
-def test_the_start_up_line_names_the_newest_releases_and_counts_the_rest() -> None:
-    assert named([]) == "(none)"
-    assert named(["v2", "v1"]) == "v2, v1"
-    versions = [f"v1.{n}.0" for n in range(5000, 0, -1)]
-    line = named(versions)
-    assert line.startswith("v1.5000.0, v1.4999.0") and line.endswith("v1.4991.0 and 4990 older")

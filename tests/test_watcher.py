@@ -405,3 +405,20 @@ def test_a_watch_that_ends_is_started_again(workdir: Path, caplog: pytest.LogCap
 
     asyncio.run(_watch_until(state, lambda: "v2.0.0" in state.index.releases, break_the_watch))
     assert "watch on" in caplog.text and "ended" in caplog.text
+
+
+def test_a_large_start_answers_the_newest_at_once_and_reads_the_rest_next(workdir: Path) -> None:
+    """Over ``READ_FIRST`` releases, the server serves as soon as the newest is checked; the
+    watcher reads the others next, each a 503 until then (never an older one in its place)."""
+    source = workdir / "partitions" / VERSION
+    names = [f"v1.{n}.0" for n in range(1, 121)]
+    for name in names:
+        shutil.copytree(source, workdir / "partitions" / name)
+    with ServerProcess(env_for(settings_for(workdir)), cwd=workdir) as proc:
+        assert version_query(proc.host, proc.port, TOKEN) == "v1.120.0"
+        assert proc.logged("read 1 of 121 release(s) first", "the other 120 are checked next")
+        image = eventually(lambda: download(proc.host, proc.port, TOKEN, VERSION, "ota"), timeout=30)
+        assert image == (source / "ota.bin").read_bytes()
+        assert proc.logged("re-indexed v1.119.0, v1.118.0")  # named newest first, and counted
+        listed = list_versions(proc.host, proc.port, TOKEN)
+        assert listed[0] == "v1.120.0"

@@ -24,7 +24,7 @@ from sanic_ota.fleet import Group
 from sanic_ota.keys import KeysFileStatus
 from sanic_ota.manifest import FileEntry, utc_now
 from sanic_ota.mirror_status import StoreStatus
-from sanic_ota.releases import Index, Release
+from sanic_ota.releases import Index, Release, summary
 from sanic_ota.stats import HOURS, Failure, Snapshot
 from sanic_ota.versions import newest_first
 from sanic_ota.web.accountant import begin
@@ -94,6 +94,10 @@ def render_status(
     for version in newest_first(index.problems):
         parts.append(f"<h2 id='r-{escape(version)}'>{escape(version)} <span class=bad>NOT served</span></h2>"
                      f"<p class=bad>{escape(index.problems[version])}</p>")
+    if index.pending:
+        parts.append(f"<p class=muted id=pending>{len(index.pending)} release(s) present, not checked yet "
+                     f"(they are being read; downloads of them answer 503 until then): "
+                     f"{escape(summary(newest_first(index.pending)))}</p>")
     parts.append(_failures(snapshot.failures))
     parts.append("</body></html>")
     return "\n".join(parts)
