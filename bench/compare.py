@@ -156,9 +156,11 @@ def startup_figure(args: argparse.Namespace, rows: list[Row]) -> None:
                    SANIC_OTA_STATS_FILE=str(root / "stats.sqlite3"))
         expected = startup.version_name(args.releases - 1)
         for case in ("first start", "restart"):
-            answer, _, _ = startup.measure(root, env, 1, expected, 60)
-            rows.append(Row(f"start-up, {args.releases} releases, {case}",
-                            "-" if answer is None else f"{answer:.2f} s to the first answer", "-", "-", None,
+            answer, _, _, every, _ = startup.measure_cpu(root, env, 1, expected, 60, startup.version_name(0))
+            told = "-" if answer is None else f"{answer:.2f} s to the first answer"
+            if every is not None:
+                told += f" (all served at {every:.1f} s)"
+            rows.append(Row(f"start-up, {args.releases} releases, {case}", told, "-", "-", None,
                             f"< {TARGET_STARTUP_S:.0f} s", answer is not None and answer < TARGET_STARTUP_S))
     finally:
         shutil.rmtree(root, ignore_errors=True)

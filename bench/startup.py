@@ -13,6 +13,10 @@ process to the first version query that answers the newest release:
   no record of its own yet (offline mode);
 - restart: the same directory again, manifests and the server's records present.
 
+"all served" is when the oldest release was served too: with more than 100
+releases the server answers once the newest is checked and reads the others next
+(``Indexer.start``), so the first answer comes before the last release is read.
+
 Besides the wall time it prints the CPU time the server's processes (Sanic's main
 process, its manager, the workers) had spent when the first right answer came
 (``/proc``): on a machine shared with other jobs the wall time moves with the
@@ -91,6 +95,18 @@ def version_query(port: int) -> str | None:
     return data[at + len(marker):].split(b'"', 1)[0].decode()
 
 
+def served(port: int, version: str) -> bool:
+    """Whether a download of ``version``'s certificate partition answers 200: the oldest
+    release is the last one a large start reads (``Indexer.start``)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={version}&filename=mqtt_ca.bin "
+                         f"HTTP/1.0\r\nHost: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+            return sock.recv(64).startswith(b"HTTP/1.1 200 ")
+    except OSError:
+        return False
+
+
 def session_cpu(session: int) -> float:
     """CPU seconds (user + system) of every process in ``session``, with their children
     already reaped (Linux ``/proc``; 0 elsewhere)."""
@@ -111,14 +127,15 @@ def measure(
 ) -> tuple[float | None, float | None, str]:
     """Seconds from starting the process to the first right answer, and to every worker
     having reported ready (what Sanic's worker-ack limit counts); None: never."""
-    answer, ready, _, log = measure_cpu(root, env, workers, expected, timeout)
+    answer, ready, _, _, log = measure_cpu(root, env, workers, expected, timeout)
     return answer, ready, log
 
 
 def measure_cpu(
-    root: Path, env: dict[str, str], workers: int, expected: str, timeout: float
-) -> tuple[float | None, float | None, float | None, str]:
-    """``measure``, and the CPU seconds the server's processes had spent at the first right answer."""
+    root: Path, env: dict[str, str], workers: int, expected: str, timeout: float, oldest: str | None = None,
+) -> tuple[float | None, float | None, float | None, float | None, str]:
+    """``measure``, the CPU seconds the server's processes had spent at the first right
+    answer, and the seconds until ``oldest`` was served too (None if not asked)."""
     port = free_port()
     log_path = root / f"server-{port}.log"
     cmd = [str(SANIC), "sanic_ota.app", "--host", HOST, "--port", str(port), "--workers", str(workers)]
@@ -129,6 +146,7 @@ def measure_cpu(
         elapsed: float | None = None
         ready: float | None = None
         cpu: float | None = None
+        complete: float | None = None
         try:
             while time.monotonic() - started < timeout and proc.poll() is None:
                 if elapsed is None and version_query(port) == expected:
@@ -136,7 +154,9 @@ def measure_cpu(
                     cpu = session_cpu(proc.pid)
                 if ready is None and log_path.read_bytes().count(b"Worker ready") >= workers:
                     ready = time.monotonic() - started
-                if elapsed is not None and ready is not None:
+                if elapsed is not None and complete is None and oldest is not None and served(port, oldest):
+                    complete = time.monotonic() - started
+                if elapsed is not None and ready is not None and (oldest is None or complete is not None):
                     break
                 time.sleep(0.02)
         finally:
@@ -146,7 +166,7 @@ def measure_cpu(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    return elapsed, ready, cpu, log_path.read_text(errors="replace")
+    return elapsed, ready, cpu, complete, log_path.read_text(errors="replace")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         expected = version_name(args.releases - 1)
         print(f"load average {os.getloadavg()[0]:.2f}")
         print(f"{'mode':<8} {'workers':>7} {'first start: answer':>20} {'cpu':>7} {'all ready':>10} "
-              f"{'restart: answer':>16} {'cpu':>7} {'all ready':>10}")
+              f"{'all served':>11} {'restart: answer':>16} {'cpu':>7} {'all ready':>10} {'all served':>11}")
         for mode in args.modes.split(","):
             env = dict(base, SANIC_OTA_SIGN_MANIFESTS="true" if mode == "signs" else "false")
             for workers in (int(w) for w in args.workers.split(",")):
@@ -177,16 +197,17 @@ def run(args: argparse.Namespace) -> int:
                 for case in ("first start", "restart"):
                     if case == "first start":
                         reset(root, mode, base, expected, args.timeout)
-                    elapsed, ready, cpu, log = measure_cpu(root, env, workers, expected, args.timeout)
-                    if elapsed is None or ready is None:
+                    elapsed, ready, cpu, complete, log = measure_cpu(root, env, workers, expected, args.timeout,
+                                                                     version_name(0))
+                    if elapsed is None or ready is None or complete is None:
                         failed = True
                         print(f"  {mode} {workers} worker(s) {case}: not ready within {args.timeout} s; "
                               f"log tail:\n{log[-1500:]}")
-                    figures += ["-" if t is None else f"{t:.2f} s" for t in (elapsed, cpu, ready)]
+                    figures += ["-" if t is None else f"{t:.2f} s" for t in (elapsed, cpu, ready, complete)]
                     if args.verbose:
                         print("\n".join(line for line in log.splitlines() if "sanic_ota" in line and "indexed" in line))
-                print(f"{mode:<8} {workers:>7} {figures[0]:>20} {figures[1]:>7} {figures[2]:>10} "
-                      f"{figures[3]:>16} {figures[4]:>7} {figures[5]:>10}", flush=True)
+                print(f"{mode:<8} {workers:>7} {figures[0]:>20} {figures[1]:>7} {figures[2]:>10} {figures[3]:>11} "
+                      f"{figures[4]:>16} {figures[5]:>7} {figures[6]:>10} {figures[7]:>11}", flush=True)
         print(f"load average {os.getloadavg()[0]:.2f}")
         print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
     finally:
