@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from sanic.response import json as json_response
 from sanic_ota.accounting import CLIENT_CLOSED, RequestRecord
 from sanic_ota.errors import OtaError, RangeNotSatisfiable
 from sanic_ota.filecache import Image
+from sanic_ota.web import sendfile
 from sanic_ota.web.accountant import client_gone
 
 logger = logging.getLogger("sanic_ota.web")
@@ -342,16 +344,21 @@ async def send_image(
 ) -> None:
     """Stream ``image`` (or its bytes ``span``, with 206) with exact-case ``Content-Length: ``.
 
-    Sanic writes the header block and the first ``send`` in one transport write,
-    which gives the module headers plus magic bytes in its first 1024-byte read.
-    Bytes in memory go out as ``memoryview`` slices, shared instead of copied per
-    request; a verified copy on disk is read ``COPY_READ_SIZE`` at a time in a
-    thread, so the loop never waits on the disk. The first read happens before
-    the headers are sent: if it fails, the module gets a JSON error, not half an image.
+    Sanic writes the header block and the first ``send`` (``FIRST_CHUNK_SIZE`` bytes)
+    in one transport write, which gives the module headers plus magic bytes in its
+    first 1024-byte read. The rest of a ``VerifiedCopy`` (a sealed memfd, or a
+    verified copy on disk) then goes by the kernel's ``sendfile`` (``web.sendfile``):
+    no copy through user space, no buffer held per connection. Where that cannot be
+    (TLS), and for small files held as ``bytes``, the rest goes through the
+    transport: ``bytes`` as ``memoryview`` slices, shared instead of copied per
+    request; a copy read ``COPY_READ_SIZE`` at a time (in a thread when it is on
+    disk, so the loop never waits on the disk). The first read happens before the
+    headers are sent: if it fails, the module gets a JSON error, not half an image.
     From then on the record is streaming (its handler closes it) and ``record.sent``
-    counts what was handed to the transport. A span is a slice of the same verified
-    bytes. (A HEAD does not come here: see ``image_head``.) ``prepared``: the whole
-    file's header block, encoded once per index (``Answers``); used when no span is asked.
+    counts what was handed to the transport or the socket. A span is a slice of the
+    same verified bytes. (A HEAD does not come here: see ``image_head``.)
+    ``prepared``: the whole file's header block, encoded once per index
+    (``Answers``); used when no span is asked.
     """
     total = len(image) if isinstance(image, bytes) else image.length
     start, stop = span or (0, total)
@@ -363,9 +370,10 @@ async def send_image(
             return view[start:stop]
     else:
         spans = body_spans(stop - start, COPY_READ_SIZE)
+        copy = image
 
         async def read(start: int, stop: int) -> bytes | memoryview:
-            return await asyncio.to_thread(image.read, start, stop)
+            return copy.read(start, stop) if copy.in_memory else await asyncio.to_thread(copy.read, start, stop)
 
     spans = [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
@@ -383,6 +391,18 @@ async def send_image(
         return
     await response.send(first)
     record.sent += len(first)
+    rest = spans[0][1], stop
+    if rest[0] == stop:
+        return
+    out = None if isinstance(image, bytes) else sendfile.socket_of(request)
+    if out is not None:
+        assert not isinstance(image, bytes)
+        try:
+            await sendfile.send_file(request, out, image.fd, *rest, record)
+        finally:
+            os.close(out)
+        await response.send(b"", end_stream=True)
+        return
     for start, stop in spans[1:]:
         chunk = await read(start, stop)
         await response.send(chunk)
