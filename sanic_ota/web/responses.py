@@ -37,25 +37,27 @@ from sanic_ota.web.accountant import client_gone
 
 logger = logging.getLogger("sanic_ota.web")
 
-#: Bytes handed to the transport per write. Sanic's flow control waits for the
-#: socket to drain between writes, so a slow module holds at most about this much
-#: plus the transport's 64 KiB high-water mark. With uvloop (Sanic's default) the
-#: slices are shared, not copied; asyncio's own loop (Python 3.11) copies what the
-#: socket did not take, so this is also the per-connection worst case there.
-#: Measured (bench/, quiet machine): 1 MiB gave 0.95-1.04x nginx on the 1.6 MB image
-#: against 0.81-0.87x for 256 KiB, and the same memory for 2,000 slow modules with
-#: uvloop (+27.5 MB); on asyncio's loop it costs more (+235 MB against +200 MB).
+#: Bytes handed to the transport per write, for a body that does not go by
+#: ``sendfile`` (``web.sendfile``: a small file kept as ``bytes``, or any file over
+#: TLS). Sanic's flow control waits for the socket to drain between writes, so a slow
+#: module holds at most about this much plus the transport's 64 KiB high-water mark.
+#: With uvloop (Sanic's default) the slices are shared, not copied; asyncio's own loop
+#: (Python 3.11) copies what the socket did not take, so this is also the
+#: per-connection worst case there. Measured before sendfile (bench/, quiet machine):
+#: 1 MiB gave 0.95-1.04x nginx on the 1.6 MB image against 0.81-0.87x for 256 KiB.
 CHUNK_SIZE = 1024 * 1024
 
-#: The last write is this small on purpose. ``send`` waits for the transport to drain
-#: to its low-water mark (16 KiB) before writing, so when the handler returns at most
-#: about 32 KiB is still queued in user space. That matters because the keep-alive
-#: timeout (10 s) starts when the handler returns, and Sanic then aborts a connection
-#: whose buffer has not drained within GRACEFUL_TCP_CLOSE_TIMEOUT (5 s): with a large
-#: last write a module on slow Wi-Fi lost the end of its image (bench/, figure 4).
+#: The last write through the transport is this small on purpose. ``send`` waits for
+#: the transport to drain to its low-water mark (16 KiB) before writing, so when the
+#: handler returns at most about 32 KiB is still queued in user space. That matters
+#: because the keep-alive timeout (10 s) starts when the handler returns, and Sanic
+#: then aborts a connection whose buffer has not drained within
+#: GRACEFUL_TCP_CLOSE_TIMEOUT (5 s): with a large last write a module on slow Wi-Fi
+#: lost the end of its image (bench/, figure 4). A body sent by ``sendfile`` leaves
+#: nothing in user space: its handler returns once the kernel holds every byte.
 LAST_CHUNK_SIZE = 16 * 1024
 
-#: Bytes read per step from a verified copy on disk (a file larger than the cache).
+#: Bytes read per step from a ``VerifiedCopy`` where ``sendfile`` cannot be used (TLS).
 #: The read result is a new ``bytes`` that lives until the transport has sent it, so
 #: this, plus the transport's buffer, is what a slow module costs per connection;
 #: smaller than ``CHUNK_SIZE`` because here every chunk is a fresh allocation.
