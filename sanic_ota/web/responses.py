@@ -393,6 +393,7 @@ async def send_image(
         return
     await response.send(first)
     record.sent += len(first)
+    del first  # read from a copy, it is a fresh bytes: not held for the rest of a slow download
     rest = spans[0][1], stop
     if rest[0] == stop:
         return

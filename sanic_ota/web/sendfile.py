@@ -69,25 +69,66 @@ async def send_file(request: Request, out: int, fd: int, start: int, stop: int, 
     if http.response_bytes_left != stop - start:
         raise ServerError(f"{http.response_bytes_left} body bytes left to send, not {stop - start}")
     await _drained(transport, protocol)
-    loop = asyncio.get_running_loop()
-    while start < stop:
-        if transport.is_closing():
-            raise RequestCancelled
+    sender = _Sender(transport, protocol, http, out, fd, start, stop, record)
+    sender.step()
+    if not sender.done.done():
+        loop = asyncio.get_running_loop()
+        loop.add_writer(out, sender.step)
         try:
-            sent = os.sendfile(out, fd, start, stop - start)
-        except BlockingIOError:
-            await _writable(loop, out)
-            continue
+            await sender.done
+        finally:
+            loop.remove_writer(out)
+    error = sender.done.result()
+    if error is not None:
+        raise error
+
+
+class _Sender:
+    """One body's sendfile, stepped from the loop whenever the socket has room.
+
+    A callback rather than a task woken per step: a slow module frees room in small
+    steps (a few KiB per read), and the step is then a ``sendfile`` and a few
+    counters, not a task switch; the writer stays registered until the body is sent.
+    Each step sends until the socket is full, so a level-triggered readiness never
+    finds it with room to spare (no busy loop). ``done`` holds the error that ended it
+    (None: all sent), raised by ``send_file`` in the handler.
+    """
+
+    __slots__ = ("transport", "protocol", "http", "out", "fd", "start", "stop", "record", "done")
+
+    def __init__(self, transport: asyncio.WriteTransport, protocol: HttpProtocol, http: Http,
+                 out: int, fd: int, start: int, stop: int, record: RequestRecord) -> None:
+        self.transport, self.protocol, self.http, self.record = transport, protocol, http, record
+        self.out, self.fd, self.start, self.stop = out, fd, start, stop
+        self.done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def step(self) -> None:
+        if self.done.done():
+            return  # ended; the handler removes the writer when it resumes
+        try:
+            while self.start < self.stop:
+                if self.transport.is_closing():
+                    raise RequestCancelled
+                try:
+                    sent = os.sendfile(self.out, self.fd, self.start, self.stop - self.start)
+                except BlockingIOError:
+                    return
+                if not sent:
+                    raise OSError(f"the verified file ends at {self.start} of {self.stop} bytes")
+                self.start += sent
+                self.record.sent += sent
+                self.http.response_bytes_left -= sent
+                self.protocol._time = monotonic()
+                if self.start < self.stop:
+                    return  # the socket took what it had room for: the next step comes with more
         except ConnectionError as e:  # reset, broken pipe: the client is gone
-            raise RequestCancelled from e
-        if not sent:
-            raise OSError(f"the verified file ends at {start} of {stop} bytes")
-        start += sent
-        record.sent += sent
-        http.response_bytes_left -= sent
-        protocol._time = monotonic()
-        if start < stop:  # the socket took what it had room for: wait until it has more
-            await _writable(loop, out)
+            cancelled = RequestCancelled()
+            cancelled.__cause__ = e
+            self.done.set_result(cancelled)
+        except Exception as e:
+            self.done.set_result(e)
+        else:
+            self.done.set_result(None)
 
 
 async def _drained(transport: asyncio.WriteTransport, protocol: HttpProtocol) -> None:
@@ -107,19 +148,3 @@ async def _drained(transport: asyncio.WriteTransport, protocol: HttpProtocol) ->
     finally:
         if not transport.is_closing():
             transport.set_write_buffer_limits(high=high, low=low)
-
-
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    """Wait until the socket ``fd`` can take more bytes (or has failed: the next
-    ``sendfile`` then says how)."""
-    waiter = loop.create_future()
-    loop.add_writer(fd, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        loop.remove_writer(fd)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
