@@ -17,7 +17,7 @@ verified is then served:
   file, hashed while copying, and served only if length and SHA-256 match. Only this
   process writes it, and never after it was verified, so it too can go by
   ``sendfile``; a connection then holds no buffer of it at all (six stalled downloads
-  of a 600 MiB file once held 3.6 GB when each read its own chunks). There is one copy
+  of a 600 MiB file once held 3.6 GB, when each read the whole file). There is one copy
   per file identity, shared by every download of it; a superseded copy is closed
   here, and the kernel frees it when the last download still reading it ends.
 
