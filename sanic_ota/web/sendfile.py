@@ -42,7 +42,8 @@ from sanic_ota.accounting import RequestRecord
 
 def socket_of(request: Request) -> int | None:
     """A duplicate of the connection's socket descriptor, or None if a body cannot go
-    there by ``sendfile`` (TLS, a connection closing, a transport without a socket).
+    there by ``sendfile`` (TLS, a connection closing, a transport without a socket, no
+    descriptor left).
 
     The caller closes it.
     """
@@ -52,7 +53,12 @@ def socket_of(request: Request) -> int | None:
     if not isinstance(request.stream, Http) or not isinstance(transport.get_protocol(), HttpProtocol):
         return None
     sock = transport.get_extra_info("socket")
-    return None if sock is None else os.dup(sock.fileno())
+    if sock is None:
+        return None
+    try:
+        return os.dup(sock.fileno())
+    except OSError:  # out of descriptors: the transport can still send it
+        return None
 
 
 async def send_file(request: Request, out: int, fd: int, start: int, stop: int, record: RequestRecord) -> None:

@@ -9,11 +9,13 @@ The images are random bytes, so a body sent from a wrong offset cannot pass.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -309,6 +311,31 @@ def test_the_body_after_the_first_write_goes_by_sendfile(settings, workdir: Path
     _, response = app.test_client.get(url, headers={"Authorization": f"token {TOKEN}", "Range": "bytes=100-"})
     assert response.status == 206 and response.body == image[100:]
     assert sum(sent) == len(image) - 100 - FIRST_CHUNK_SIZE
+
+
+def test_without_a_descriptor_for_the_socket_the_body_goes_through_the_transport(
+        settings, workdir: Path, monkeypatch) -> None:
+    image = random_image(300_000)
+    (workdir / "partitions" / IMAGE).mkdir()
+    (workdir / "partitions" / IMAGE / "factory_param.bin").write_bytes(image)
+    from sanic_ota.web.server import create_app
+
+    app = create_app(settings)
+    real_dup = os.dup
+
+    def no_socket_dup(fd: int) -> int:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_dup(fd)
+
+    @app.on_request
+    async def out_of_descriptors(request) -> None:  # from the first request on: the server has started
+        monkeypatch.setattr(os, "dup", no_socket_dup)
+        monkeypatch.setattr(os, "sendfile", lambda *args: pytest.fail("sendfile without a socket descriptor"))
+
+    url = f"/v1/device/rom/?action=download_rom&version={IMAGE}&filename=factory_param.bin"
+    _, response = app.test_client.get(url, headers={"Authorization": f"token {TOKEN}"})
+    assert response.status == 200 and response.body == image
 
 
 def test_over_tls_the_body_goes_through_the_transport(tmp_path: Path) -> None:
