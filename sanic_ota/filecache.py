@@ -6,13 +6,22 @@ them once per identity (the store's cheap ``FileInfo.identity``), and compares t
 with the manifest entry (``trust.check_file``). It never builds a path. What was
 verified is then served:
 - a file of up to ``max_bytes`` (``SANIC_OTA_CACHE_BYTES``) from memory, the whole
-  cache staying within ``max_bytes``;
+  cache staying within ``max_bytes``. One of at least ``SEALED_MIN`` bytes is held in
+  a sealed memfd rather than a ``bytes``: an anonymous in-memory file that nothing,
+  this process included, can write, grow or shrink once sealed, so the web layer can
+  hand it to the kernel's ``sendfile`` (no copy through user space) and still send
+  only the verified bytes. Its memory is counted against ``max_bytes`` like a
+  ``bytes``; it is shared memory, so it shows in the system's ``Shmem``, not in the
+  worker's RSS. Smaller files stay ``bytes``: they leave in one or a few writes;
 - a larger file from a verified copy: it is copied into a private, unlinked temporary
-  file, hashed while copying, and served only if length and SHA-256 match. Downloads
-  read that copy in chunks, so a connection holds a chunk, not the file (six stalled
-  downloads of a 600 MiB file once held 3.6 GB). There is one copy per file identity,
-  shared by every download of it; a superseded copy is closed here, and the kernel
-  frees it when the last download still reading it ends.
+  file, hashed while copying, and served only if length and SHA-256 match. Only this
+  process writes it, and never after it was verified, so it too can go by
+  ``sendfile``; a connection then holds no buffer of it at all (six stalled downloads
+  of a 600 MiB file once held 3.6 GB, when each read the whole file). There is one copy
+  per file identity, shared by every download of it; a superseded copy is closed
+  here, and the kernel frees it when the last download still reading it ends.
+
+Both kinds of file are a ``VerifiedCopy``: each download gets its own descriptor.
 
 The store is asked for the file's identity again at most every ``recheck_seconds``
 (the server uses ``SERVER_RECHECK_SECONDS``: a ``stat`` per request was a fifth of a
@@ -29,6 +38,7 @@ so the event loop never waits on the store, be it a disk or a network.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import tempfile
@@ -58,16 +68,25 @@ MAX_COPIES = 8
 #: Bytes read from a release file per step while copying and hashing it.
 COPY_CHUNK = 1024 * 1024
 
+#: A file kept in memory is sealed in a memfd from this size on (``sendfile`` can send
+#: it); a smaller one stays ``bytes``, which leave in the first write or a few more.
+SEALED_MIN = 64 * 1024
+
+#: Once these are set, a memfd's bytes can no longer change, nor its seals.
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
 
 class VerifiedCopy:
-    """A handle on a verified copy: an unlinked file only this process can reach.
+    """A handle on verified bytes in a file whose contents cannot change any more: an
+    unlinked file only this process can reach, or (``in_memory``) a sealed memfd.
 
     Each download gets its own handle (a duplicated descriptor) and must ``close`` it;
-    reads use ``pread``, so handles never share a file position.
+    reads use ``pread`` and ``sendfile`` takes an offset, so handles never share a
+    file position. ``in_memory``: reading it never waits on a disk.
     """
 
-    def __init__(self, fd: int, length: int) -> None:
-        self.fd, self.length = fd, length
+    def __init__(self, fd: int, length: int, in_memory: bool = False) -> None:
+        self.fd, self.length, self.in_memory = fd, length, in_memory
         self._closed = False
 
     def read(self, start: int, stop: int) -> bytes:
@@ -82,7 +101,7 @@ class VerifiedCopy:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def dup(self) -> VerifiedCopy:
-        return VerifiedCopy(os.dup(self.fd), self.length)
+        return VerifiedCopy(os.dup(self.fd), self.length, self.in_memory)
 
     def close(self) -> None:
         if not self._closed:
@@ -112,7 +131,9 @@ class _Cached:
 
     @property
     def memory(self) -> int:
-        return len(self.data) if isinstance(self.data, bytes) else 0
+        if isinstance(self.data, bytes):
+            return len(self.data)
+        return self.data.length if self.data.in_memory else 0
 
 
 class VerifiedFiles:
@@ -209,11 +230,37 @@ class VerifiedFiles:
                 self._store_locked(key, item)
             return handle
 
-    def _read(self, key: Key, opened: ReleaseFile, entry: FileEntry) -> bytes:
+    def _read(self, key: Key, opened: ReleaseFile, entry: FileEntry) -> Image:
         data = opened.read(entry.length + 1)  # never more than the manifest allows, plus one
         while len(data) <= entry.length and (more := opened.read(entry.length + 1 - len(data))):
             data += more
         self._check(key, entry, Observed.of(data))
+        return data if len(data) < SEALED_MIN else self._seal(key, data)
+
+    def _seal(self, key: Key, data: bytes) -> Image:
+        """``data``, verified, in a sealed memfd; ``data`` itself if the system refuses one
+        (too many open files): the same bytes, sent through user space."""
+        try:
+            fd = os.memfd_create(f"sanic-ota {key[0]}/{key[1]}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except OSError as e:
+            return self._unsealed(key, data, e)
+        sealed = VerifiedCopy(fd, len(data), in_memory=True)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            if os.fstat(fd).st_size != len(data):
+                raise OSError(f"it holds {os.fstat(fd).st_size} of {len(data)} bytes")
+        except OSError as e:
+            sealed.close()
+            return self._unsealed(key, data, e)
+        return sealed
+
+    @staticmethod
+    def _unsealed(key: Key, data: bytes, e: OSError) -> bytes:
+        logger.warning("cannot keep %s/%s in a sealed memfd (%s); it is sent from memory instead",
+                       *key, e.strerror or e)
         return data
 
     def _copy(self, key: Key, opened: ReleaseFile, entry: FileEntry) -> VerifiedCopy:
@@ -282,7 +329,7 @@ class VerifiedFiles:
         self._drop_locked(key)
         self._entries[key] = item
         self._size += item.memory
-        copies = [k for k, v in self._entries.items() if isinstance(v.data, VerifiedCopy)]
+        copies = [k for k, v in self._entries.items() if isinstance(v.data, VerifiedCopy) and not v.data.in_memory]
         for old_key in copies[: max(0, len(copies) - MAX_COPIES)]:
             self._drop_locked(old_key)
         while self._size > self.max_bytes:

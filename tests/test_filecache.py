@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
 import os
@@ -207,6 +208,54 @@ def test_image_answers_a_fresh_hit_without_io_and_anything_else_in_a_thread(tree
     with pytest.raises(IntegrityError):  # re-checked in a thread, and refused
         asyncio.run(files.image(*f))
     assert threads == ["get", "get"]
+
+
+# -- files kept in memory from SEALED_MIN on: a sealed memfd -------------------------------
+
+
+def test_a_file_kept_in_memory_is_sealed_so_nothing_can_change_its_bytes(tree: LocalStore) -> None:
+    """The web layer hands this descriptor to sendfile: the bytes it sends must be the
+    verified ones, whoever holds a descriptor of it."""
+    files = _cache(tree, max_bytes=1 << 20)
+    data = os.urandom(filecache.SEALED_MIN)
+    with files.load(*_file(tree, "ota.bin", data)) as image:
+        assert isinstance(image, VerifiedCopy) and image.in_memory and image.length == len(data)
+        seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        assert fcntl.fcntl(image.fd, fcntl.F_GET_SEALS) & seals == seals
+        for change in (lambda: os.pwrite(image.fd, b"x", 0), lambda: os.ftruncate(image.fd, 1),
+                       lambda: os.ftruncate(image.fd, len(data) + 1)):
+            with pytest.raises(PermissionError):
+                change()
+        reopened = os.open(f"/proc/self/fd/{image.fd}", os.O_RDWR)
+        try:
+            with pytest.raises(PermissionError):
+                os.write(reopened, b"x")
+        finally:
+            os.close(reopened)
+        assert image.read(0, len(data)) == data
+    assert isinstance(files.load(*_file(tree, "small.bin", data[:1000])), bytes)  # below SEALED_MIN
+
+
+def test_sealed_files_count_against_the_cache_and_outlive_their_eviction(tree: LocalStore) -> None:
+    files = _cache(tree, max_bytes=150_000)
+    a = os.urandom(100_000)
+    a_file, b_file = _file(tree, "a.bin", a), _file(tree, "b.bin", os.urandom(100_000))
+    sending = files.load(*a_file)
+    files.load(*b_file).close()
+    assert files.cached(*a_file) is None  # 200 kB in a 150 kB cache: a left it
+    assert files.cached(*b_file) is not None
+    assert _bytes(sending) == a  # a download still sending it keeps its own descriptor
+
+
+def test_without_a_memfd_the_verified_bytes_are_kept_as_bytes(tree: LocalStore, monkeypatch, caplog) -> None:
+    def refused(name: str, flags: int = 0) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    data = os.urandom(filecache.SEALED_MIN)
+    with caplog.at_level(logging.WARNING):
+        assert _cache(tree, max_bytes=1 << 20).load(*_file(tree, "ota.bin", data)) == data
+    assert "sealed memfd" in caplog.text
 
 
 # -- files larger than the cache: a verified copy ------------------------------------------

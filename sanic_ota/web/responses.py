@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -32,29 +33,32 @@ from sanic.response import json as json_response
 from sanic_ota.accounting import CLIENT_CLOSED, RequestRecord
 from sanic_ota.errors import OtaError, RangeNotSatisfiable
 from sanic_ota.filecache import Image
+from sanic_ota.web import sendfile
 from sanic_ota.web.accountant import client_gone
 
 logger = logging.getLogger("sanic_ota.web")
 
-#: Bytes handed to the transport per write. Sanic's flow control waits for the
-#: socket to drain between writes, so a slow module holds at most about this much
-#: plus the transport's 64 KiB high-water mark. With uvloop (Sanic's default) the
-#: slices are shared, not copied; asyncio's own loop (Python 3.11) copies what the
-#: socket did not take, so this is also the per-connection worst case there.
-#: Measured (bench/, quiet machine): 1 MiB gave 0.95-1.04x nginx on the 1.6 MB image
-#: against 0.81-0.87x for 256 KiB, and the same memory for 2,000 slow modules with
-#: uvloop (+27.5 MB); on asyncio's loop it costs more (+235 MB against +200 MB).
+#: Bytes handed to the transport per write, for a body that does not go by
+#: ``sendfile`` (``web.sendfile``: a small file kept as ``bytes``, or any file over
+#: TLS). Sanic's flow control waits for the socket to drain between writes, so a slow
+#: module holds at most about this much plus the transport's 64 KiB high-water mark.
+#: With uvloop (Sanic's default) the slices are shared, not copied; asyncio's own loop
+#: (Python 3.11) copies what the socket did not take, so this is also the
+#: per-connection worst case there. Measured before sendfile (bench/, quiet machine):
+#: 1 MiB gave 0.95-1.04x nginx on the 1.6 MB image against 0.81-0.87x for 256 KiB.
 CHUNK_SIZE = 1024 * 1024
 
-#: The last write is this small on purpose. ``send`` waits for the transport to drain
-#: to its low-water mark (16 KiB) before writing, so when the handler returns at most
-#: about 32 KiB is still queued in user space. That matters because the keep-alive
-#: timeout (10 s) starts when the handler returns, and Sanic then aborts a connection
-#: whose buffer has not drained within GRACEFUL_TCP_CLOSE_TIMEOUT (5 s): with a large
-#: last write a module on slow Wi-Fi lost the end of its image (bench/, figure 4).
+#: The last write through the transport is this small on purpose. ``send`` waits for
+#: the transport to drain to its low-water mark (16 KiB) before writing, so when the
+#: handler returns at most about 32 KiB is still queued in user space. That matters
+#: because the keep-alive timeout (10 s) starts when the handler returns, and Sanic
+#: then aborts a connection whose buffer has not drained within
+#: GRACEFUL_TCP_CLOSE_TIMEOUT (5 s): with a large last write a module on slow Wi-Fi
+#: lost the end of its image (bench/, figure 4). A body sent by ``sendfile`` leaves
+#: nothing in user space: its handler returns once the kernel holds every byte.
 LAST_CHUNK_SIZE = 16 * 1024
 
-#: Bytes read per step from a verified copy on disk (a file larger than the cache).
+#: Bytes read per step from a ``VerifiedCopy`` where ``sendfile`` cannot be used (TLS).
 #: The read result is a new ``bytes`` that lives until the transport has sent it, so
 #: this, plus the transport's buffer, is what a slow module costs per connection;
 #: smaller than ``CHUNK_SIZE`` because here every chunk is a fresh allocation.
@@ -371,16 +375,21 @@ async def send_image(
 ) -> None:
     """Stream ``image`` (or its bytes ``span``, with 206) with exact-case ``Content-Length: ``.
 
-    Sanic writes the header block and the first ``send`` in one transport write,
-    which gives the module headers plus magic bytes in its first 1024-byte read.
-    Bytes in memory go out as ``memoryview`` slices, shared instead of copied per
-    request; a verified copy on disk is read ``COPY_READ_SIZE`` at a time in a
-    thread, so the loop never waits on the disk. The first read happens before
-    the headers are sent: if it fails, the module gets a JSON error, not half an image.
+    Sanic writes the header block and the first ``send`` (``FIRST_CHUNK_SIZE`` bytes)
+    in one transport write, which gives the module headers plus magic bytes in its
+    first 1024-byte read. The rest of a ``VerifiedCopy`` (a sealed memfd, or a
+    verified copy on disk) then goes by the kernel's ``sendfile`` (``web.sendfile``):
+    no copy through user space, no buffer held per connection. Where that cannot be
+    (TLS), and for small files held as ``bytes``, the rest goes through the
+    transport: ``bytes`` as ``memoryview`` slices, shared instead of copied per
+    request; a copy read ``COPY_READ_SIZE`` at a time (in a thread when it is on
+    disk, so the loop never waits on the disk). The first read happens before the
+    headers are sent: if it fails, the module gets a JSON error, not half an image.
     From then on the record is streaming (its handler closes it) and ``record.sent``
-    counts what was handed to the transport. A span is a slice of the same verified
-    bytes. (A HEAD does not come here: see ``image_head``.) ``prepared``: the whole
-    file's header block, encoded once per index (``Answers``); used when no span is asked.
+    counts what was handed to the transport or the socket. A span is a slice of the
+    same verified bytes. (A HEAD does not come here: see ``image_head``.)
+    ``prepared``: the whole file's header block, encoded once per index
+    (``Answers``); used when no span is asked.
     """
     total = len(image) if isinstance(image, bytes) else image.length
     start, stop = span or (0, total)
@@ -392,9 +401,10 @@ async def send_image(
             return view[start:stop]
     else:
         spans = body_spans(stop - start, COPY_READ_SIZE)
+        copy = image
 
         async def read(start: int, stop: int) -> bytes | memoryview:
-            return await asyncio.to_thread(image.read, start, stop)
+            return copy.read(start, stop) if copy.in_memory else await asyncio.to_thread(copy.read, start, stop)
 
     spans = [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
@@ -412,6 +422,19 @@ async def send_image(
         return
     await response.send(first)
     record.sent += len(first)
+    del first  # read from a copy, it is a fresh bytes: not held for the rest of a slow download
+    rest = spans[0][1], stop
+    if rest[0] == stop:
+        return
+    out = None if isinstance(image, bytes) else sendfile.socket_of(request)
+    if out is not None:
+        assert not isinstance(image, bytes)
+        try:
+            await sendfile.send_file(request, out, image.fd, *rest, record)
+        finally:
+            os.close(out)
+        await response.send(b"", end_stream=True)
+        return
     for start, stop in spans[1:]:
         chunk = await read(start, stop)
         await response.send(chunk)
