@@ -228,7 +228,7 @@ def esp_json(body: dict[str, Any], status: int = 200) -> HTTPResponse:
 
 
 @functools.lru_cache(maxsize=256)
-def _prepared_error(status: int, message: str, headers: tuple[tuple[str, str], ...]) -> Prepared:
+def _prepared_error(status: int, message: str, *headers: tuple[str, str]) -> Prepared:
     """Most errors are a few fixed messages (a fleet with a wrong token gets the same 403,
     an address over its limit a 429 with one of 60 ``Retry-After`` values)."""
     return prepare({"status": status, "message": message}, status, dict(headers))
@@ -253,14 +253,14 @@ def prepared_error(request: Request, exception: BaseException) -> Prepared:
     if isinstance(exception, OtaError):
         status, message, headers = exception.status, exception.message, exception.headers
     elif isinstance(exception, SanicException):
-        status, message, headers = exception.status_code or 500, str(exception) or "error", exception.headers or {}
+        status, message = exception.status_code or 500, str(exception) or "error"
+        headers = {name: str(value) for name, value in (exception.headers or {}).items()}
     else:
         logger.exception("unexpected error on %s %s", request.method, request.path)
-        return _prepared_error(500, "internal server error", ())
+        return _prepared_error(500, "internal server error")
     if status >= 500:
         logger.error("%s %s: %s", request.method, request.path, message)
-    return _prepared_error(status, message, tuple((name, str(value)) for name, value in headers.items())
-                           if headers else ())
+    return _prepared_error(status, message, *headers.items()) if headers else _prepared_error(status, message)
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.
