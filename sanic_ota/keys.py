@@ -20,6 +20,7 @@ import secrets
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,11 @@ class Key:
     token: str = field(repr=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property  # asked on every request; a key never changes (the keyring is replaced whole)
     def role(self) -> str:
         return str(self.extra.get("Role", "device"))
 
-    @property
+    @cached_property
     def channel(self) -> str:
         """The channel the key's product build follows (``"channel"`` in its entry), ``stable`` without one."""
         return str(self.extra.get(CHANNEL_FIELD, DEFAULT_CHANNEL))
