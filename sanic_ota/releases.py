@@ -61,7 +61,7 @@ class Release:
     manifest: Manifest
     document: bytes  # the manifest file, byte for byte, as auditors fetch it
 
-    @property
+    @cached_property  # the auditor's /v1/manifest/ lists it for every release, on every request
     def document_sha256(self) -> str:
         return hashlib.sha256(self.document).hexdigest()
 
