@@ -159,12 +159,11 @@ class PreparedAnswer(HTTPResponse):
     spelled by ``WireHeaders``.
     """
 
-    __slots__ = ("block", "prepared")
+    __slots__ = ("prepared",)
 
     def __init__(self, prepared: Prepared) -> None:
         super().__init__(prepared.body, status=prepared.status, content_type=prepared.content_type)
         self.prepared = prepared
-        self.block = prepared.block
         if not prepared.body:  # streamed: Sanic counts the body against this length
             self.headers["content-length"] = str(prepared.length)
 
@@ -174,9 +173,9 @@ class PreparedAnswer(HTTPResponse):
         if len(headers) == 2 and _SANIC_OWN.issuperset(headers):
             close = headers["connection"] != "keep-alive"
             # in Sanic's own order: length and the handler's headers, connection, type
-            *block, content_type = self.block
+            *block, content_type = self.prepared.block
             return iter((*block, (b"connection", b"close" if close else b"keep-alive"), content_type))
-        for name, value in self.block[1:]:
+        for name, value in self.prepared.block[1:]:
             headers.setdefault(name.decode(), value.decode())
         self.headers = WireHeaders(headers)
         return super().processed_headers
