@@ -15,7 +15,7 @@ prepared answer (``PreparedAnswer``, nothing added) is written here as its prepa
 bytes (``Prepared.wire``, the block Sanic writes for it) and counted once by the
 ``Accountant``, as the response middleware would; so is an ``OtaError`` raised before
 anything was sent (``responses.prepared_error``), closing the connection of an
-HTTP/1.0 request as ``responses.for_the_module`` does. Any other answer goes through
+HTTP/1.0 request as ``responses.for_the_module`` does (``close_after_an_error``). Any other answer goes through
 Sanic's own ``respond`` (response middleware included) as in ``Sanic.handle_request``;
 a download that streamed itself is ended by Sanic; any other exception is Sanic's to
 answer. Everything else (HEAD, other paths, a body) returns False: Sanic answers it;
@@ -35,7 +35,7 @@ from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic_ota.errors import OtaError
 from sanic_ota.web import routes
 from sanic_ota.web.accountant import Accountant, record_of
-from sanic_ota.web.responses import PreparedAnswer, prepared_error
+from sanic_ota.web.responses import PreparedAnswer, close_after_an_error, prepared_error
 
 #: The module's paths and their route handlers.
 LANES: dict[str, Callable[[Request], Awaitable[HTTPResponse | None]]] = {
@@ -57,8 +57,7 @@ async def answer(request: Request) -> bool:
         if request.responded:  # the download had begun: only Sanic can end the connection
             raise
         prepared = prepared_error(request, e)
-        if request.version == "1.0":
-            http.keep_alive = False
+        close_after_an_error(request, prepared.status)
     else:
         if request.responded:  # a download that streamed itself; Sanic ends its stream
             return True

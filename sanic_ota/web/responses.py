@@ -218,7 +218,13 @@ def for_the_module(request: Request, response: HTTPResponse) -> None:
     """
     if not isinstance(response, PreparedAnswer):  # a prepared block is spelled already
         response.headers = WireHeaders(response.headers)
-    if response.status >= 400 and request.version == "1.0" and isinstance(request.stream, Http):
+    close_after_an_error(request, response.status)
+
+
+def close_after_an_error(request: Request, status: int) -> None:
+    """An error answer to an HTTP/1.0 request closes its connection (``for_the_module``);
+    also what the fast lane does for the errors it writes itself."""
+    if status >= 400 and request.version == "1.0" and isinstance(request.stream, Http):
         request.stream.keep_alive = False
 
 
