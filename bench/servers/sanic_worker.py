@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from workspace import HOST
+from workspace import HOST, Workspace
 
 from servers import Service
 
@@ -14,11 +14,19 @@ SANIC = Path(sys.executable).with_name("sanic")
 
 
 class SanicService(Service):
-    def start_app(self, target: str, env: dict[str, str], cwd: Path, uvloop: bool = True) -> None:
-        if not uvloop:
-            env = dict(env, SANIC_USE_UVLOOP="false")
+    """``env``: variables added to the workspace's for this server (after its own)."""
+
+    def __init__(self, ws: Workspace, workers: int, uvloop: bool = True, env: dict[str, str] | None = None) -> None:
+        super().__init__(ws.root, workers)
+        self.ws, self.uvloop, self.extra_env = ws, uvloop, env or {}
+
+    def start_app(self, target: str, env: dict[str, str] | None = None) -> None:
+        """``sanic target`` in the workspace, with ``env`` (the app's own variables) added."""
+        env = dict(self.ws.env, **(env or {}), **self.extra_env)
+        if not self.uvloop:
+            env["SANIC_USE_UVLOOP"] = "false"
         self._spawn([str(SANIC), target, "--host", HOST, "--port", str(self.port), "--workers", str(self.workers),
-                     "--no-access-logs"], env, cwd)
+                     "--no-access-logs"], env, self.ws.root)
         self._wait_ready(lambda: self.log().count("Worker ready") >= self.workers)
 
     def worker_pids(self) -> list[int]:
