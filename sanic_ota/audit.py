@@ -8,9 +8,10 @@ record, only key names.
 
 from __future__ import annotations
 
+import functools
 import json
 
-from sanic_ota.accounting import RequestRecord
+from sanic_ota.accounting import Kind, Outcome, RequestRecord
 
 LOG_FORMATS = ("text", "json")
 
@@ -34,10 +35,20 @@ def fields(record: RequestRecord) -> dict[str, object]:
 def format_record(record: RequestRecord, log_format: str) -> str:
     if log_format == "json":
         return json.dumps(fields(record), separators=(",", ":"))
-    # the text line, spelled out: ``fields`` joined as key=value, "-" for None (half the time)
-    # (``x or "-"``: these are None or non-empty names; enums by their value, which formats faster than the member)
     r = record
-    return (f"client={r.client} kind={r.kind._value_} key={r.key or '-'} version={r.version or '-'} "
-            f"file={r.file or '-'} range={r.range or '-'} status={r.status} bytes={r.sent} "
-            f"outcome={'-' if r.outcome is None else r.outcome._value_} time={r.time} duration_ms={r.duration_ms}"
-            + ("" if r.change is None else f" change={r.change}"))
+    return (_text_start(r.client, r.kind, r.key, r.version, r.file, r.range, r.status, r.sent, r.outcome)
+            + f"{r.time} duration_ms={r.duration_ms}" + ("" if r.change is None else f" change={r.change}"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_start(client: str, kind: Kind, key: str | None, version: str | None, file: str | None,
+                span: str | None, status: int, sent: int, outcome: Outcome | None) -> str:
+    """The text line up to its time: ``fields`` joined as key=value, "-" for None.
+
+    Kept for the lines seen last: a fleet asking the same thing writes the same start
+    again and again, and only the time and duration differ.
+    """
+    # (``x or "-"``: these are None or non-empty names; enums by their value)
+    return (f"client={client} kind={kind._value_} key={key or '-'} version={version or '-'} "
+            f"file={file or '-'} range={span or '-'} status={status} bytes={sent} "
+            f"outcome={'-' if outcome is None else outcome._value_} time=")

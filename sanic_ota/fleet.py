@@ -131,7 +131,9 @@ class Fleet:
 
     def _touch(self, buffer: _Buffer, pair: Pair, client: str) -> None:
         buffer.seen[pair] = self.clock()
-        found = buffer.addresses.setdefault(pair, set())
+        found = buffer.addresses.get(pair)
+        if found is None:
+            found = buffer.addresses[pair] = set()
         if len(found) < MAX_ADDRESSES:
             found.add(address_hash(client))
 
@@ -151,19 +153,21 @@ class Fleet:
 
     def observe(self, record: RequestRecord) -> None:
         """A closed request of a known key: a completed download, a failure, when it was seen."""
-        if record.key is None or record.channel is None:
+        key, channel, kind = record.key, record.channel, record.kind
+        if key is None or channel is None:
             return
-        if record.kind is Kind.VERSION_QUERY and record.auth_failure is None and record.outcome is Outcome.COMPLETED:
+        if kind is Kind.VERSION_QUERY and record.auth_failure is None and record.outcome is Outcome.COMPLETED:
             return  # counted as offered, and seen, when it was answered
-        pair = (record.key, record.channel)
+        completed = record.outcome is Outcome.COMPLETED and record.auth_failure is None
+        reason = None if completed else record.failure  # a completed request is no failure
         with self._buffer_lock:
-            if record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED and record.version:
-                self._buffer.counts[(*pair, record.version, DOWNLOADED)] += 1
-            reason = record.failure
+            buffer = self._buffer
+            if completed and kind == Kind.DOWNLOAD and record.version:
+                buffer.counts[(key, channel, record.version, DOWNLOADED)] += 1
             if reason is not None:
-                self._buffer.failures[(*pair, reason)] += 1
-            if record.kind != Kind.VERSION_QUERY:  # a version query was counted as offered
-                self._touch(self._buffer, pair, record.client)
+                buffer.failures[(key, channel, reason)] += 1
+            if kind != Kind.VERSION_QUERY:  # a version query was counted as offered
+                self._touch(buffer, (key, channel), record.client)
 
     # -- the shared file (worker threads) --------------------------------------------
 

@@ -96,7 +96,8 @@ class Stats:
         self.clock = clock
         self._file = SharedFile(path, _SCHEMA, "statistics file", logger) if path is not None else None
         self._counts: Counter[tuple[int, str, str]] = Counter()
-        self._failures: list[Failure] = []
+        #: failed requests not flushed yet, newest last, with when they were counted
+        self._failures: list[tuple[float, RequestRecord]] = []
         self._buffer_lock = threading.Lock()  # held briefly, on the event loop too
         self._io_lock = threading.Lock()  # flush and read never interleave
         self._pruned_hour = 0  # the buffer holds no bucket older than this hour allows
@@ -104,18 +105,23 @@ class Stats:
     # -- recording (event loop, never blocks on I/O) ----------------------------
 
     def observe(self, record: RequestRecord) -> None:
-        """Count a closed request: a completed download, or a failure to list."""
+        """Count a closed request: a completed download, or a failure to list.
+
+        A failure is kept as its record and made into a ``Failure`` only when read or
+        flushed: a flood of refusals (a fleet with a wrong token) is mostly never listed,
+        the list keeping the newest ``MAX_FAILURES``.
+        """
         completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
-        if not completed and record.failure is None:
+        failed = not completed and record.failure is not None
+        if not (completed or failed):
             return  # most requests: nothing to count here
         now = self.clock()
-        failure = failure_of(record, now)
         hour = int(now // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:
                 self._counts[(hour, record.version, record.file)] += 1
-            if failure is not None:
-                self._failures.append(failure)
+            if failed:
+                self._failures.append((now, record))
                 del self._failures[:-MAX_FAILURES]
             if hour != self._pruned_hour:  # walk the buckets once an hour, not per request
                 self._prune_buffer(hour)
@@ -139,7 +145,7 @@ class Stats:
             if not counts and not failures:
                 return True
             try:
-                self._write(counts, failures, int(self.clock() // 3600))
+                self._write(counts, _made(failures), int(self.clock() // 3600))
             except (sqlite3.Error, OSError) as e:
                 with self._buffer_lock:  # keep them, in order, for the next try
                     self._counts.update(counts)
@@ -199,8 +205,12 @@ class Stats:
             rows, failures = self._read(hour)
             with self._buffer_lock:
                 rows += [(*bucket, n) for bucket, n in self._counts.items()]
-                failures += self._failures
+                failures += _made(self._failures)
         return Snapshot(hour, _hourly(rows, hour), sorted(failures, key=lambda f: -f.at)[:MAX_FAILURES])
+
+
+def _made(pending: list[tuple[float, RequestRecord]]) -> list[Failure]:
+    return [failure for at, record in pending if (failure := failure_of(record, at)) is not None]
 
 
 def _hourly(rows: Iterable[tuple[int, str, str, int]], hour: int) -> dict[tuple[str, str], list[int]]:

@@ -8,12 +8,12 @@ response middleware and encode the header block again, which cost more than
 everything we do ourselves (bench/).
 
 So ``GuardedProtocol`` hands every request here first. A ``GET`` of ``/v1/device/rom/``
-or ``/v1/device/rom`` without a body (what a module sends) goes straight to its
-route's handler, ``routes.device_rom`` or ``routes.listing``: the same function the
-router would call, with the same authentication, limiter, log lines and record. A
-prepared answer (``PreparedAnswer``, nothing added) is written here as its prepared
-bytes (``Prepared.wire``, the block Sanic writes for it) and counted once by the
-``Accountant``, as the response middleware would; so is an ``OtaError`` raised before
+or ``/v1/device/rom`` without a body (what a module sends) goes straight to what its
+route's handler answers, ``routes.device_rom_answer`` or ``routes.listing_answer``: the
+functions the routes call, with the same authentication, limiter, log lines and record.
+A prepared answer (a ``Prepared``, which the route would send as its ``PreparedAnswer``)
+is written here as its bytes (``Prepared.wire``, the block Sanic writes for it) and
+counted once by the ``Accountant``, as the response middleware would; so is an ``OtaError`` raised before
 anything was sent (``responses.prepared_error``), closing the connection of an
 HTTP/1.0 request as ``responses.for_the_module`` does (``close_after_an_error``). Any other answer goes through
 Sanic's own ``respond`` (response middleware included) as in ``Sanic.handle_request``;
@@ -35,12 +35,12 @@ from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic_ota.errors import OtaError
 from sanic_ota.web import routes
 from sanic_ota.web.accountant import Accountant, record_of
-from sanic_ota.web.responses import PreparedAnswer, close_after_an_error, prepared_error
+from sanic_ota.web.responses import Prepared, close_after_an_error, prepared_error
 
-#: The module's paths and their route handlers.
-LANES: dict[str, Callable[[Request], Awaitable[HTTPResponse | None]]] = {
-    "/v1/device/rom/": routes.device_rom,
-    "/v1/device/rom": routes.listing,
+#: The module's paths and their route handlers' answers (a ``Prepared`` one as it is).
+LANES: dict[str, Callable[[Request], Awaitable[Prepared | HTTPResponse | None]]] = {
+    "/v1/device/rom/": routes.device_rom_answer,
+    "/v1/device/rom": routes.listing_answer,
 }
 
 
@@ -52,7 +52,7 @@ async def answer(request: Request) -> bool:
             or http.request_body or http.expecting_continue or http.protocol.access_log):
         return False
     try:
-        response = await handler(request)
+        answer = await handler(request)
     except OtaError as e:
         if request.responded:  # the download had begun: only Sanic can end the connection
             raise
@@ -61,12 +61,12 @@ async def answer(request: Request) -> bool:
     else:
         if request.responded:  # a download that streamed itself; Sanic ends its stream
             return True
-        assert response is not None  # a handler that did not stream returns its answer
-        if not isinstance(response, PreparedAnswer) or response.headers:
-            sent = await request.respond(response)
+        assert answer is not None  # a handler that did not stream returns its answer
+        if not isinstance(answer, Prepared):
+            sent = await request.respond(answer)
             await sent.send(end_stream=True)
             return True
-        prepared = response.prepared
+        prepared = answer
     accountant: Accountant = request.app.ctx.accountant
     size = len(prepared.body)
     accountant.close(record_of(request), prepared.status, size, size)

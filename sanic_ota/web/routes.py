@@ -35,6 +35,7 @@ from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_si
 from sanic_ota.web.responses import (
     SMALL_FILE_SIZE,
     Answers,
+    Prepared,
     PreparedAnswer,
     byte_range,
     entity_tag,
@@ -107,9 +108,23 @@ def _single(args: RequestParameters, name: str) -> str | None:
     return values[0]
 
 
+def as_response(answer: Prepared | HTTPResponse | None) -> HTTPResponse | None:
+    """What Sanic sends for a handler's answer: a ``Prepared`` one as its ``PreparedAnswer``.
+
+    The handlers give prepared answers as they are, so that the fast lane writes their
+    bytes without making a response object for each (``web.fast_lane``).
+    """
+    return PreparedAnswer(answer) if isinstance(answer, Prepared) else answer
+
+
 @bp.route("/v1/device/rom/", methods=GET_AND_HEAD, strict_slashes=True)
 async def device_rom(request: Request) -> HTTPResponse | None:
     """Download (``action=download_rom``) or, with no parameters, the version query."""
+    return as_response(await device_rom_answer(request))
+
+
+async def device_rom_answer(request: Request) -> Prepared | HTTPResponse | None:
+    """``device_rom``'s answer; a prepared one as it is (``as_response``)."""
     if request.query_string in PLAIN_QUERIES:
         args = None
     elif (target := module_download(request.query_string)) is not None and "authorization" in request.headers:
@@ -143,7 +158,7 @@ async def device_rom(request: Request) -> HTTPResponse | None:
     return await download(request, version, filename)
 
 
-async def download(request: Request, version: str, filename: str) -> HTTPResponse | None:
+async def download(request: Request, version: str, filename: str) -> Prepared | HTTPResponse | None:
     """Send a file of a release, whole or one byte range, from its verified bytes.
 
     ``ETag`` (the manifest's SHA-256) and ``Accept-Ranges`` go on every download;
@@ -175,8 +190,8 @@ async def download(request: Request, version: str, filename: str) -> HTTPRespons
             return image_head(entry.length, span, headers)
         if span is None and isinstance(image, bytes) and len(image) <= SMALL_FILE_SIZE:
             # verified bytes, which the manifest's SHA-256 pins for as long as this index
-            return PreparedAnswer(_answers(request).prepared(
-                index, ("small file", version, filename), lambda: prepare_download(entry.length, headers, image)))
+            return _answers(request).prepared(
+                index, ("small file", version, filename), lambda: prepare_download(entry.length, headers, image))
         accountant: Accountant = request.app.ctx.accountant
         status, length = (206, span[1] - span[0]) if span is not None else (200, entry.length)
         prepared = None
@@ -216,7 +231,7 @@ def nothing_to_offer(error: NotFound, store: StoreStatus | None) -> NotFound | U
     return Unavailable(f"{error.message}: this replica holds no release yet, and {why}")
 
 
-def version_query(request: Request) -> HTTPResponse:
+def version_query(request: Request) -> Prepared:
     """Espressif's answer shape; ``rom_version`` comes first so it is in the module's one read.
 
     The release is the key's channel's (``channels.offer``: its base, or its rollout's
@@ -232,13 +247,18 @@ def version_query(request: Request) -> HTTPResponse:
     except NotFound as e:
         raise nothing_to_offer(e, state.store_status.read() if state.store_status else None) from None
     pinned = index.pin_of(key.channel) is not None
-    return PreparedAnswer(_answers(request).json(index, ("version query", release.version, pinned), lambda: {
-        "status": 200, "rom_version": release.version, "pinned": pinned}))
+    return _answers(request).json(index, ("version query", release.version, pinned), lambda: {
+        "status": 200, "rom_version": release.version, "pinned": pinned})
 
 
 @bp.route("/v1/device/rom", methods=GET_AND_HEAD, strict_slashes=True)
 async def listing(request: Request) -> HTTPResponse:
     """Every version for ``stable``; for another channel, none newer than what it is offered."""
+    return PreparedAnswer(await listing_answer(request))
+
+
+async def listing_answer(request: Request) -> Prepared:
+    """``listing``'s answer, prepared (``as_response``)."""
     key = _device(request, Kind.LISTING)
     state = _state(request)
     index = state.index
@@ -246,8 +266,7 @@ async def listing(request: Request) -> HTTPResponse:
     if key.channel != DEFAULT_CHANNEL:
         caller = record_of(request).client
         newest = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)[0].version
-    prepared = _answers(request).json(index, ("listing", newest), lambda: listing_body(index, newest=newest))
-    return PreparedAnswer(prepared)
+    return _answers(request).json(index, ("listing", newest), lambda: listing_body(index, newest=newest))
 
 
 def listing_body(index: Index, limit: int = LISTING_LIMIT, newest: str | None = None) -> dict[str, object]:
