@@ -151,8 +151,9 @@ class Fleet:
     def was_offered(self, remembered: str) -> bool:
         return remembered in self._remembered
 
-    def observe(self, record: RequestRecord) -> None:
-        """A closed request of a known key: a completed download, a failure, when it was seen."""
+    def observe(self, record: RequestRecord, n: int = 1) -> None:
+        """A closed request of a known key (or ``n`` that said the same): a completed download,
+        a failure, when it was seen."""
         key, channel, kind = record.key, record.channel, record.kind
         if key is None or channel is None:
             return
@@ -163,9 +164,9 @@ class Fleet:
         with self._buffer_lock:
             buffer = self._buffer
             if completed and kind == Kind.DOWNLOAD and record.version:
-                buffer.counts[(key, channel, record.version, DOWNLOADED)] += 1
+                buffer.counts[(key, channel, record.version, DOWNLOADED)] += n
             if reason is not None:
-                buffer.failures[(key, channel, reason)] += 1
+                buffer.failures[(key, channel, reason)] += n
             if kind != Kind.VERSION_QUERY:  # a version query was counted as offered
                 self._touch(buffer, (key, channel), record.client)
 

@@ -104,8 +104,9 @@ class Stats:
 
     # -- recording (event loop, never blocks on I/O) ----------------------------
 
-    def observe(self, record: RequestRecord) -> None:
-        """Count a closed request: a completed download, or a failure to list.
+    def observe(self, record: RequestRecord, n: int = 1) -> None:
+        """Count a closed request (or ``n`` that said the same): a completed download, or a
+        failure to list (listed once: the accountant hands each failed request on its own).
 
         A failure is kept as its record and made into a ``Failure`` only when read or
         flushed: a flood of refusals (a fleet with a wrong token) is mostly never listed,
@@ -119,7 +120,7 @@ class Stats:
         hour = int(now // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:
-                self._counts[(hour, record.version, record.file)] += 1
+                self._counts[(hour, record.version, record.file)] += n
             if failed:
                 self._failures.append((now, record))
                 del self._failures[:-MAX_FAILURES]

@@ -186,6 +186,7 @@ async def fleet(request: Request) -> HTTPResponse:
     """Per key and channel: offered and downloaded per release, last seen, addresses, failures;
     and each rollout's progress."""
     state, _ = _admin(request)
+    request.app.ctx.accountant.settle()  # this worker's latest requests count too
     groups = await asyncio.to_thread(state.fleet.snapshot)
     return esp_json({"status": 200, "groups": [g.to_dict() for g in groups],
                      "rollouts": rollouts(state, groups, time.time())})

@@ -124,17 +124,17 @@ class Metrics:
         self._downloads: Tally[tuple[str, str, str]] = Tally()
         self._bytes: Tally[tuple[str, str]] = Tally()
 
-    def observe(self, record: RequestRecord) -> None:
-        """Count a closed request (in memory, until the next ``flush``)."""
-        self._requests[(record.kind, record.status)] += 1
+    def observe(self, record: RequestRecord, n: int = 1) -> None:
+        """Count a closed request, or ``n`` that said the same (in memory, until the next ``flush``)."""
+        self._requests[(record.kind, record.status)] += n
         if record.auth_failure is not None:
-            self._auth_failures[record.auth_failure] += 1
+            self._auth_failures[record.auth_failure] += n
         if record.kind in (Kind.DOWNLOAD, Kind.PARTIAL):
             version, file = download_labels(self.index, record.version, record.file)
             if record.kind == Kind.DOWNLOAD:  # a window is bytes, not a download
-                self._downloads[(version, file, str(record.outcome))] += 1
+                self._downloads[(version, file, str(record.outcome))] += n
             if record.status in (200, 206) and record.sent:  # image bytes; an error's JSON body is not
-                self._bytes[(version, file)] += record.sent
+                self._bytes[(version, file)] += record.sent * n
 
     def flush(self) -> None:
         """Add the counts ``observe`` kept to the Prometheus counters (on the event loop)."""

@@ -380,5 +380,6 @@ async def prometheus(request: Request) -> HTTPResponse:
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
     if state.store_status is not None:
         request.app.ctx.metrics.store(state.store_status.read())
+    request.app.ctx.accountant.settle()  # this worker's latest requests count too
     body, content_type = request.app.ctx.metrics.exposition()
     return raw(body, content_type=content_type)

@@ -125,11 +125,17 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
         app_metrics.keys_file(state.keys_file)
         app.add_task(app.ctx.watcher.run(), name=WATCHER_TASK)
         app.ctx.stats_stop = asyncio.Event()
-        app.add_task(flush_periodically(state.stats, app.ctx.stats_stop, also=app_metrics.flush), name=STATS_TASK)
+        accountant = app.ctx.accountant
+
+        def count() -> None:  # the requests closed since the last flush, then the metrics
+            accountant.settle()
+            app_metrics.flush()
+
+        app.add_task(flush_periodically(state.stats, app.ctx.stats_stop, also=count), name=STATS_TASK)
         app.ctx.mirror = Mirror(settings, state.verifier) if settings.store else None
         if app.ctx.mirror is not None:
             app.add_task(app.ctx.mirror.run(), name=MIRROR_TASK)
-        app.add_task(flush_periodically(state.fleet, app.ctx.stats_stop), name=FLEET_TASK)
+        app.add_task(flush_periodically(state.fleet, app.ctx.stats_stop, also=accountant.settle), name=FLEET_TASK)
 
     @app.after_server_start
     async def started(app: Sanic) -> None:
@@ -152,7 +158,8 @@ def create_app(settings: Settings | None = None, name: str | None = None) -> San
 
     @app.after_server_stop
     async def stopped(app: Sanic) -> None:
-        app_metrics.flush()  # what was counted during the graceful shutdown
+        app.ctx.accountant.settle()  # what was closed during the graceful shutdown
+        app_metrics.flush()
         app_metrics.worker_exited(os.getpid())
         # downloads that finished during the graceful shutdown are counted too
         await asyncio.to_thread(app.ctx.state.stats.flush)

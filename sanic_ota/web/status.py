@@ -58,6 +58,7 @@ async def status_page(request: Request) -> HTTPResponse:
     record = begin(request, Kind.STATUS)
     state = request.app.ctx.state
     record.key = authenticate_admin(request, state.keyring, state.limiter).name
+    request.app.ctx.accountant.settle()  # this worker's latest requests count too
     snapshot = await asyncio.to_thread(state.stats.snapshot)
     store = await asyncio.to_thread(state.store_status.read) if state.store_status is not None else None
     groups = await asyncio.to_thread(state.fleet.snapshot)

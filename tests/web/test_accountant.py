@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -10,10 +11,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import TOKEN, env_for, example, settings_for
+from conftest import TOKEN, VERSION, env_for, example, settings_for
 from server_process import ServerProcess
 
+from sanic_ota.accounting import AuthFailure, Kind, RequestRecord
 from sanic_ota.keys import Key, load_keys, save_keys
+from sanic_ota.logs import LogWriter
+from sanic_ota.settings import Settings
+from sanic_ota.state import open_state
+from sanic_ota.web.accountant import Accountant
+from sanic_ota.web.metrics import Metrics
 
 ADMIN = "c" * 40
 BIG = "v5.0.0"
@@ -113,3 +120,34 @@ def test_a_download_the_server_cannot_finish_is_an_error_everywhere(workdir: Pat
     assert 'sanic_ota_requests_total{kind="download",status="200"} 2.0' in metrics
     assert page.count('<td class=n>500</td><td class=bad>error</td>') == 1
     assert page.count('<td class=n>200</td><td class=bad>error</td>') == 1
+
+
+def _closed(accountant: Accountant, client: str, status: int, failure: AuthFailure | None = None) -> RequestRecord:
+    record = RequestRecord(client=client, credentials=True, kind=Kind.DOWNLOAD, handled=True, key="fleet",
+                           channel="stable", version=VERSION, file="ota.bin", auth_failure=failure)
+    accountant.close(record, status, 10 if status == 200 else 0, 10 if status == 200 else 0)
+    return record
+
+
+def test_the_counters_are_told_in_groups_and_every_failure_is_listed(settings: Settings) -> None:
+    """``settle`` tells the counters once per group of records that say the same, with
+    their number: the same totals as one by one. The failure list still names each
+    failed request; nothing is counted before ``settle``, or twice after it."""
+    state = open_state(settings)
+    metrics = Metrics()
+    metrics.releases(state.index)
+    accountant = Accountant("text", LogWriter(io.StringIO()), metrics, state.stats, state.fleet)
+    for client in ("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        _closed(accountant, client, 200)
+    refused = [_closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN) for _ in range(3)]
+    assert not state.stats.snapshot().downloads and not state.fleet.snapshot()
+    accountant.settle()
+    accountant.settle()  # nothing left: nothing counted twice
+    assert state.stats.snapshot().downloads[(VERSION, "ota.bin")][-1] == 4
+    assert [f.time for f in state.stats.snapshot().failures] == [r.time for r in reversed(refused)]
+    (group,) = state.fleet.snapshot()
+    assert group.downloaded == {VERSION: 4} and group.addresses == 3 and group.failures == {"auth: unknown_token": 3}
+    metrics.flush()
+    assert metrics.downloads.labels(VERSION, "ota.bin", "completed")._value.get() == 4
+    assert metrics.requests.labels("download", "403")._value.get() == 3
+    assert metrics.auth_failures.labels("unknown_token")._value.get() == 3
