@@ -133,11 +133,11 @@ class LogWriter:
         atexit.unregister(self.stop)
 
     def _line(self, item: str | tuple[RequestRecord, str] | logging.LogRecord) -> str | None:
+        if isinstance(item, tuple):  # a request's audit line: most items
+            return format_record(*item)
         if isinstance(item, str):
             return item
-        if isinstance(item, logging.LogRecord):
-            return self._handler.line(item)
-        return format_record(*item)
+        return self._handler.line(item)
 
     def _write(self, stream: TextIO) -> None:
         lines = self._lines

@@ -21,7 +21,7 @@ from sanic.request import RequestParameters
 from sanic.response import raw
 
 from sanic_ota import channels, signed_urls
-from sanic_ota.accounting import Kind
+from sanic_ota.accounting import Kind, RequestRecord
 from sanic_ota.channels import DEFAULT_CHANNEL
 from sanic_ota.errors import BadRequest, NotFound, Unavailable
 from sanic_ota.filecache import VerifiedCopy
@@ -30,7 +30,7 @@ from sanic_ota.mirror_status import NOT_LISTED, StoreStatus, want
 from sanic_ota.releases import Index, Release
 from sanic_ota.state import State
 from sanic_ota.versions import check_name, is_plain_name
-from sanic_ota.web.accountant import Accountant, begin, record_of
+from sanic_ota.web.accountant import Accountant, begin
 from sanic_ota.web.auth import authenticate, authenticate_admin, authenticate_signed
 from sanic_ota.web.responses import (
     SMALL_FILE_SIZE,
@@ -72,13 +72,14 @@ def _answers(request: Request) -> Answers:
     return request.app.ctx.answers
 
 
-def _device(request: Request, kind: Kind) -> Key:
-    """Authenticate a module (or auditor) token, naming the request kind for the log."""
+def _device(request: Request, kind: Kind) -> tuple[Key, RequestRecord]:
+    """Authenticate a module (or auditor) token, naming the request kind for the log; the
+    key, and the request's record."""
     record = begin(request, kind)
     state = _state(request)
     key = authenticate(request, state.keyring, state.limiter)
     record.key, record.channel = key.name, key.channel
-    return key
+    return key, record
 
 
 @functools.lru_cache(maxsize=1024)
@@ -128,10 +129,9 @@ async def device_rom_answer(request: Request) -> Prepared | HTTPResponse | None:
     if request.query_string in PLAIN_QUERIES:
         args = None
     elif (target := module_download(request.query_string)) is not None and "authorization" in request.headers:
-        _device(request, Kind.DOWNLOAD)
-        named = record_of(request)
-        named.version, named.file = target  # plain names, safe to log
-        return await download(request, *target)
+        _, record = _device(request, Kind.DOWNLOAD)
+        record.version, record.file = target  # plain names, safe to log
+        return await download(request, *target, record)
     else:
         args = request.get_args(keep_blank_values=True)
     if args is None or not any(name in args for name in ("action", "version", "filename")):
@@ -139,10 +139,7 @@ async def device_rom_answer(request: Request) -> Prepared | HTTPResponse | None:
     # A request without an Authorization header may carry a signed URL instead; one
     # with the header is authenticated by it as always, whatever its parameters.
     signed = "authorization" not in request.headers and signed_urls.is_signed(args)
-    record = begin(request, Kind.DOWNLOAD) if signed else None
-    if record is None:
-        _device(request, Kind.DOWNLOAD)
-        record = record_of(request)
+    record = begin(request, Kind.DOWNLOAD) if signed else _device(request, Kind.DOWNLOAD)[1]
     action = _single(args, "action")
     if action is None:
         raise BadRequest(f"missing action={DOWNLOAD_ACTION}")
@@ -155,10 +152,11 @@ async def device_rom_answer(request: Request) -> Prepared | HTTPResponse | None:
         state = _state(request)
         key = authenticate_signed(request, state.keyring, state.limiter, version, filename)
         record.key, record.channel = key.name, key.channel
-    return await download(request, version, filename)
+    return await download(request, version, filename, record)
 
 
-async def download(request: Request, version: str, filename: str) -> Prepared | HTTPResponse | None:
+async def download(request: Request, version: str, filename: str,
+                   record: RequestRecord) -> Prepared | HTTPResponse | None:
     """Send a file of a release, whole or one byte range, from its verified bytes.
 
     ``ETag`` (the manifest's SHA-256) and ``Accept-Ranges`` go on every download;
@@ -166,7 +164,7 @@ async def download(request: Request, version: str, filename: str) -> Prepared | 
     ``responses.byte_range``) unless ``If-Range`` names another file. AT+CIUPDATE
     sends none of these headers and gets the 200 it always got.
     """
-    state, record = _state(request), record_of(request)
+    state = _state(request)
     index = state.index  # the one the entry comes from, whatever the watcher swaps in meanwhile
     release = await _release(state, index, version)
     entry = release.manifest.files.get(filename)
@@ -238,9 +236,9 @@ def version_query(request: Request) -> Prepared:
     release for a caller in the rollout); the fleet view counts the offer. The bytes are
     encoded once per index and answer (``Answers``).
     """
-    key = _device(request, Kind.VERSION_QUERY)
+    key, record = _device(request, Kind.VERSION_QUERY)
     state = _state(request)
-    caller = record_of(request).client
+    caller = record.client
     index = state.index
     try:
         release = _offer(state, index, key, caller)
@@ -259,12 +257,12 @@ async def listing(request: Request) -> HTTPResponse:
 
 async def listing_answer(request: Request) -> Prepared:
     """``listing``'s answer, prepared (``as_response``)."""
-    key = _device(request, Kind.LISTING)
+    key, record = _device(request, Kind.LISTING)
     state = _state(request)
     index = state.index
     newest = None
     if key.channel != DEFAULT_CHANNEL:
-        caller = record_of(request).client
+        caller = record.client
         newest = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)[0].version
     return _answers(request).json(index, ("listing", newest), lambda: listing_body(index, newest=newest))
 
@@ -309,9 +307,9 @@ async def manifest_index(request: Request) -> HTTPResponse:
 
 @bp.route("/v1/manifest/<version:str>", methods=GET_AND_HEAD, strict_slashes=True)
 async def manifest_file(request: Request, version: str) -> HTTPResponse:
-    _device(request, Kind.MANIFEST)
+    _, record = _device(request, Kind.MANIFEST)
     release = _state(request).index.release(check_name(version, "version"))
-    record_of(request).version = release.version
+    record.version = release.version
     return raw(release.document, content_type="application/json")
 
 
