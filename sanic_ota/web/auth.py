@@ -44,8 +44,10 @@ def _token(credentials: str) -> str:
     return token
 
 
-def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
-    """The key named by the header; the scheme is matched case-insensitively (RFC 9110)."""
+def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key | OtaError:
+    """The key named by the header, or the error to answer (returned, not raised: a fleet
+    with a wrong token asks again and again); the scheme is matched case-insensitively
+    (RFC 9110). A header that cannot be read raises its 401."""
     scheme, _, credentials = _header(request).partition(" ")
     if scheme.lower() == SCHEME:
         key = keyring.find(_token(credentials), admin_page=basic)  # basic: only admin pages allow it
@@ -60,7 +62,7 @@ def _lookup(request: Request, keyring: Keyring, basic: bool) -> Key:
     else:
         raise Unauthorized('Authorization must use the "token" scheme: "token <TOKEN>"')
     if key is None:
-        raise Forbidden("unknown token") if scheme.lower() == SCHEME else Unauthorized("unknown name or token")
+        return Forbidden("unknown token") if scheme.lower() == SCHEME else Unauthorized("unknown name or token")
     return key
 
 
@@ -90,15 +92,15 @@ def _failed(request: Request, limiter: FailureLimiter, e: OtaError, failure: Aut
 def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
     """The key that sent ``request``, or the error to answer with (401, 403 or 429)."""
     try:
-        key = _lookup(request, keyring, basic)
+        found = _lookup(request, keyring, basic)
     except OtaError as e:
-        limited = _failed(request, limiter, e,
-                          AuthFailure.UNKNOWN_TOKEN if isinstance(e, Forbidden) else AuthFailure.MALFORMED)
-        if limited is not None:
-            raise limited from e
-        raise
+        found = e
+    if isinstance(found, OtaError):
+        limited = _failed(request, limiter, found,
+                          AuthFailure.UNKNOWN_TOKEN if isinstance(found, Forbidden) else AuthFailure.MALFORMED)
+        raise found if limited is None else limited
     connections.authenticated(request)  # no longer counts toward the per-address cap
-    return key
+    return found
 
 
 def authenticate_signed(
