@@ -242,10 +242,11 @@ async def flush_periodically(stats: Flushable, stop: asyncio.Event, every: float
                 await asyncio.wait_for(stop.wait(), every)
             except TimeoutError:
                 pass
+            stopping = stop.is_set()  # seen before this flush: it is the last, and has all
             if also is not None:
                 also()
             await asyncio.to_thread(stats.flush)
-            if stop.is_set():
+            if stopping:
                 return
     except asyncio.CancelledError:
         return

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +170,30 @@ def test_counts_in_memory_leave_after_24_hours_too(tmp_path: Path) -> None:
     memory.observe(done("v2"))
     assert memory.snapshot().per_release() == {"v2": [0] * (HOURS - 1) + [1]}
     assert list(memory._counts) == [(int(clock.now // 3600), "v2", "ota.bin")]
+
+
+def test_a_stop_during_a_flush_still_gets_a_last_flush(tmp_path: Path) -> None:
+    """``stop`` set while a flush runs in its thread: what was counted meanwhile is in
+    the file when the task ends (the flush that follows the stop is the last)."""
+    flushing, go_on = threading.Event(), threading.Event()
+
+    class Slow(Stats):
+        def _write(self, *args: Any) -> None:  # the buffer is taken: later counts wait for the next flush
+            flushing.set()
+            go_on.wait(5)
+            super()._write(*args)
+
+    worker = Slow(tmp_path / "s.db")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(flush_periodically(worker, stop, every=0.01))
+        worker.observe(done())
+        assert await asyncio.to_thread(flushing.wait, 5)  # its flush has taken the count and waits
+        worker.observe(done())
+        stop.set()
+        go_on.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(run())
+    assert sum(Stats(tmp_path / "s.db").snapshot().per_release()["v1"]) == 2
