@@ -1,12 +1,14 @@
 """Each request's ``RequestRecord`` (``request.ctx.record``) and the ``Accountant`` that
-closes it once and tells the audit log, the metrics and the statistics.
+closes it once and tells the audit log (at once), the metrics, the statistics and the
+fleet view (in batches, ``Accountant.settle``).
 
 Who writes what on the record: a handler names its request (``begin``); ``auth``
 notes why authentication failed; ``responses.handle_exception`` notes a client gone
 (``client_gone``); ``responses.send_image`` counts a download's bytes and marks it
-streaming. It is closed in one of two places: the response middleware
-(``Accountant.answered``) for every answer built whole, and ``Accountant.sending`` for
-a download, once its body is sent or abandoned. How it ended is decided by the record
+streaming. It is closed in one of three places: the response middleware
+(``Accountant.answered``) for every answer Sanic sends built whole, the fast lane
+(``web.fast_lane``) for the module's answers it writes itself, and
+``Accountant.sending`` for a download, once its body is sent or abandoned. How it ended is decided by the record
 itself (``sanic_ota.accounting.decide``), never here.
 """
 

@@ -166,7 +166,9 @@ async def download(request: Request, version: str, filename: str,
     """
     state = _state(request)
     index = state.index  # the one the entry comes from, whatever the watcher swaps in meanwhile
-    release = await _release(state, index, version)
+    release = index.releases.get(version)
+    if release is None:  # not servable here (yet): the error, or a replica fetching it
+        release = await _release(state, index, version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
