@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -50,6 +51,17 @@ WIRE_CASES = [
 ]
 
 
+def client_cpu_seconds() -> float:
+    """CPU time of this process's finished children: wrk, which shares the machine's cores
+    with the servers (a server that costs less leaves wrk more of them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_cell(cpu: dict[str, list[float]], name: str) -> str:
+    return f"{statistics.median(cpu[name]):,.0f} us (wrk {statistics.median(cpu[f'wrk {name}']):,.0f})"
+
+
 def measure_scenario(args: argparse.Namespace, ws: Workspace, servers: dict[str, Service],
                      scenario: Scenario, cpu: dict[str, list[float]]) -> dict[str, tuple[list[float], int]]:
     """Each server ``--rounds`` times, in rotating order: (rates, unexpected answers) per server,
@@ -60,11 +72,12 @@ def measure_scenario(args: argparse.Namespace, ws: Workspace, servers: dict[str,
     for n in range(args.rounds):
         for name in names[n % len(names):] + names[: n % len(names)]:
             path = scenario.nginx if name == "nginx" else scenario.target
-            before = servers[name].cpu_seconds()
+            before, client_before = servers[name].cpu_seconds(), client_cpu_seconds()
             r = run_wrk(f"http://{HOST}:{servers[name].port}{path}", token, args.connections, args.threads,
                         args.duration, count_statuses=not scenario.body_bytes)
-            answers = sum(r.statuses.values())
-            cpu.setdefault(name, []).append((servers[name].cpu_seconds() - before) * 1e6 / max(answers, 1))
+            answers = max(sum(r.statuses.values()), 1)
+            cpu.setdefault(name, []).append((servers[name].cpu_seconds() - before) * 1e6 / answers)
+            cpu.setdefault(f"wrk {name}", []).append((client_cpu_seconds() - client_before) * 1e6 / answers)
             value = r.requests_per_s * scenario.body_bytes / 1e6 if scenario.body_bytes else r.requests_per_s
             rates, unexpected = got[name]
             got[name] = (rates + [value], unexpected + r.unexpected(scenario.expected))
@@ -98,7 +111,7 @@ def ratio_figures(args: argparse.Namespace, ws: Workspace, workers: int, rows: l
                 met = met and ratio >= ratios[(scenario.name, 1)]
                 target += ", >= 1 worker's"
             cpu_rows.append(Row(f"{scenario.name}, {workers} worker{'s' if workers > 1 else ''}",
-                                *(f"{statistics.median(cpu[name]):,.0f} us" for name in ("ours", "bare", "nginx")),
+                                *(_cpu_cell(cpu, name) for name in ("ours", "bare", "nginx")),
                                 statistics.median(cpu["ours"]) / statistics.median(cpu[scenario.anchor]),
                                 "-", None))
             rows.append(Row(f"{scenario.name}, {workers} worker{'s' if workers > 1 else ''}",
@@ -240,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows)
         if cpu_rows:
             print("\nCPU time of the serving processes per answer (median of the rounds; ratio: ours / anchor,"
-                  " lower is better; steadier than req/s on a busy machine):\n")
+                  " lower is better; steadier than req/s on a busy machine), and in brackets wrk's, which"
+                  " shares the cores:\n")
             print_table(cpu_rows, ratio_header="cost")
     finally:
         if args.keep:
