@@ -36,19 +36,19 @@ def format_record(record: RequestRecord, log_format: str) -> str:
     if log_format == "json":
         return json.dumps(fields(record), separators=(",", ":"))
     r = record
-    return (_text_start(r.client, r.kind, r.key, r.version, r.file, r.range, r.status, r.sent, r.outcome)
+    return (f"client={r.client} " + _text_middle(r.kind, r.key, r.version, r.file, r.range, r.status, r.sent, r.outcome)
             + f"{r.time} duration_ms={r.duration_ms}" + ("" if r.change is None else f" change={r.change}"))
 
 
 @functools.lru_cache(maxsize=1024)
-def _text_start(client: str, kind: Kind, key: str | None, version: str | None, file: str | None,
-                span: str | None, status: int, sent: int, outcome: Outcome | None) -> str:
-    """The text line up to its time: ``fields`` joined as key=value, "-" for None.
+def _text_middle(kind: Kind, key: str | None, version: str | None, file: str | None,
+                 span: str | None, status: int, sent: int, outcome: Outcome | None) -> str:
+    """The text line from its kind up to its time: ``fields`` joined as key=value, "-" for None.
 
-    Kept for the lines seen last: a fleet asking the same thing writes the same start
-    again and again, and only the time and duration differ.
+    Kept for the lines seen last: a fleet asking the same thing writes the same fields
+    again and again; only the client address (one per module), time and duration differ.
     """
     # (``x or "-"``: these are None or non-empty names; enums by their value)
-    return (f"client={client} kind={kind._value_} key={key or '-'} version={version or '-'} "
+    return (f"kind={kind._value_} key={key or '-'} version={version or '-'} "
             f"file={file or '-'} range={span or '-'} status={status} bytes={sent} "
             f"outcome={'-' if outcome is None else outcome._value_} time=")

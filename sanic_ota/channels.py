@@ -127,6 +127,12 @@ class Channel:
     updated: str = ""
     by: str = ""
 
+    @property
+    def named(self) -> set[str]:
+        """The releases this channel names (its pin, its rollout's release): a server
+        reads them before it serves, a replica's full cache keeps them."""
+        return {v for v in (self.pin, self.rollout.version if self.rollout else None) if v}
+
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
         return {"name": self.name, "pin": self.pin,
                 "rollout": None if self.rollout is None else self.rollout.to_dict(now),

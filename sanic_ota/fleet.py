@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,12 +129,14 @@ class Fleet:
 
     # -- recording (event loop, never blocks on I/O) --------------------------------
 
-    def _touch(self, buffer: _Buffer, pair: Pair, client: str) -> None:
+    def _touch(self, buffer: _Buffer, pair: Pair, clients: Iterable[str]) -> None:
         buffer.seen[pair] = self.clock()
         found = buffer.addresses.get(pair)
         if found is None:
             found = buffer.addresses[pair] = set()
-        if len(found) < MAX_ADDRESSES:
+        for client in clients:
+            if len(found) >= MAX_ADDRESSES:
+                break
             found.add(address_hash(client))
 
     def offered(self, key: str, channel: str, version: str, client: str, remembered: str | None) -> None:
@@ -142,7 +144,7 @@ class Fleet:
         that decided it (``channels.caller_id``), None when it was the channel's base."""
         with self._buffer_lock:
             self._buffer.counts[(key, channel, version, OFFERED)] += 1
-            self._touch(self._buffer, (key, channel), client)
+            self._touch(self._buffer, (key, channel), (client,))
             if remembered is not None and remembered not in self._remembered \
                     and len(self._buffer.offers) < MAX_REMEMBERED:
                 self._remembered.add(remembered)
@@ -151,24 +153,26 @@ class Fleet:
     def was_offered(self, remembered: str) -> bool:
         return remembered in self._remembered
 
-    def observe(self, record: RequestRecord, n: int = 1) -> None:
-        """A closed request of a known key (or ``n`` that said the same): a completed download,
-        a failure, when it was seen."""
+    def observe(self, record: RequestRecord, n: int = 1, clients: Iterable[str] = ()) -> None:
+        """A closed request of a known key: a completed download, a failure, when it was seen.
+
+        Or ``n`` requests that said the same but for their client addresses, ``clients``
+        (by default the record's own).
+        """
         key, channel, kind = record.key, record.channel, record.kind
         if key is None or channel is None:
             return
         if kind is Kind.VERSION_QUERY and record.auth_failure is None and record.outcome is Outcome.COMPLETED:
             return  # counted as offered, and seen, when it was answered
-        completed = record.outcome is Outcome.COMPLETED and record.auth_failure is None
-        reason = None if completed else record.failure  # a completed request is no failure
         with self._buffer_lock:
             buffer = self._buffer
-            if completed and kind == Kind.DOWNLOAD and record.version:
+            if kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED and record.version:
                 buffer.counts[(key, channel, record.version, DOWNLOADED)] += n
+            reason = record.failure
             if reason is not None:
                 buffer.failures[(key, channel, reason)] += n
             if kind != Kind.VERSION_QUERY:  # a version query was counted as offered
-                self._touch(buffer, (key, channel), record.client)
+                self._touch(buffer, (key, channel), clients or (record.client,))
 
     # -- the shared file (worker threads) --------------------------------------------
 

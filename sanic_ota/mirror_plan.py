@@ -151,7 +151,7 @@ def named_by_channel(name: str, document: bytes) -> set[str]:
         channel = channels.parse(name, document)
     except channels.ChannelError:
         return set()
-    return {v for v in (channel.pin, channel.rollout.version if channel.rollout else None) if v}
+    return channel.named
 
 
 def channel_path(name: str) -> str:

@@ -233,21 +233,22 @@ class Indexer:
         """
         present = self.scan()
         if len(present) <= read_first:
-            return self.build()
-        channels = self.read_channels()
+            return self.build(present=present)
         wanted = set(newest(present)) | {self.read_pin() or ""}
-        for channel in channels.channels.values():
-            wanted |= {channel.pin or "", channel.rollout.version if channel.rollout else ""}
-        index = self.build(Index(), wanted - {""})
+        for channel in self.read_channels().channels.values():
+            wanted |= channel.named
+        index = self.build(Index(), wanted - {""}, present)
         logger.info("read %d of %d release(s) first (the newest, the pins); the other %d are checked next",
                     len(index.releases) + len(index.problems), len(index.present), len(index.pending))
         return index
 
-    def build(self, previous: Index | None = None, versions: Iterable[str] | None = None) -> Index:
-        """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``."""
+    def build(self, previous: Index | None = None, versions: Iterable[str] | None = None,
+              present: set[str] | None = None) -> Index:
+        """A new index: ``versions`` re-read (all if None), the rest kept from ``previous``;
+        ``present``: the releases the caller has just listed (None: list them here)."""
         started = time.monotonic()
         with self._batch() as batch:
-            index = self._build(previous, versions, batch)
+            index = self._build(previous, versions, batch, present)
         if index.unversioned and (previous is None or previous.unversioned != index.unversioned):
             logger.warning("not offered as the newest release, since their names are not versions "
                            "(still downloadable by name): %s", ", ".join(index.unversioned))
@@ -257,8 +258,9 @@ class Indexer:
                         batch.unchanged, batch.files_hashed, len(batch.written))
         return index
 
-    def _build(self, previous: Index | None, versions: Iterable[str] | None, batch: Batch) -> Index:
-        on_disk = self.scan()
+    def _build(self, previous: Index | None, versions: Iterable[str] | None, batch: Batch,
+               present: set[str] | None) -> Index:
+        on_disk = self.scan() if present is None else present
         batch.keep_only(on_disk)
         todo = on_disk if versions is None or previous is None else set(versions) & on_disk
         releases = {v: r for v, r in (previous.releases if previous else {}).items() if v in on_disk}
@@ -512,9 +514,9 @@ def _describe(release: ReleaseView) -> tuple[dict[str, FileEntry], dict[str, Fil
     return entries, opened_as
 
 
-def _stat_files(release: ReleaseView, names: Iterable[str] | None) -> dict[str, FileInfo] | None:
-    """Each named file's ``FileInfo`` (all of the release's if None); None if one cannot be had."""
+def _stat_files(release: ReleaseView, names: Iterable[str]) -> dict[str, FileInfo] | None:
+    """Each named file's ``FileInfo``; None if one cannot be had."""
     try:
-        return {name: release.stat(name) for name in (release.names() if names is None else names)}
+        return {name: release.stat(name) for name in names}
     except (OSError, ContainmentError):
         return None

@@ -191,7 +191,7 @@ class Watcher:
         due |= {v for v, retry in self.retries.items() if retry.at <= now and v not in self.pending_versions}
         if due:
             self.building = asyncio.create_task(
-                self._survive(f"re-indexing {', '.join(sorted(due))}", lambda: self.reindex(due))
+                self._survive(f"re-indexing {summary(newest_first(due))}", lambda: self.reindex(due))
             )
 
     async def reindex(self, versions: set[str]) -> None:

@@ -4,8 +4,8 @@ fleet view (in batches, ``Accountant.settle``).
 
 Who writes what on the record: a handler names its request (``begin``); ``auth``
 notes why authentication failed; ``responses.handle_exception`` notes a client gone
-(``client_gone``); ``responses.send_image`` counts a download's bytes and marks it
-streaming. It is closed in one of three places: the response middleware
+(``client_gone``); ``responses.send_image`` marks a download streaming and counts its
+bytes (those ``sendfile`` sends, in ``web.sendfile``). It is closed in one of three places: the response middleware
 (``Accountant.answered``) for every answer Sanic sends built whole, the fast lane
 (``web.fast_lane``) for the module's answers it writes itself, and
 ``Accountant.sending`` for a download, once its body is sent or abandoned. How it ended is decided by the record
@@ -72,7 +72,8 @@ class Accountant:
     The fourth reader, the status page's failure list, reads the statistics.
 
     Why in batches: a fleet asks the same few things again and again, so most closed
-    records say the same to the counters (same kind, status, key, file, address).
+    records say the same to the counters (same kind, status, key, file) but for the
+    client address, which only the fleet view keeps (as the set of a group's addresses).
     ``settle`` tells each counter once per group of records that say the same, with
     their number, instead of once per request; the failure list still gets every
     failed request. It runs before each periodic flush, before anything reads the
@@ -97,12 +98,13 @@ class Accountant:
                 self.settle()
 
     def settle(self) -> None:
-        """Tell the counters about every request closed since the last time."""
+        """Tell the counters about every request closed since the last time (counted in the
+        hour, and seen at the time, of this call: at most a flush period after the close)."""
         closed, self._closed = self._closed, []
         groups: dict[tuple[object, ...], list[RequestRecord]] = {}
         for record in closed:
             said = (record.kind, record.status, record.sent, record.outcome, record.auth_failure,
-                    record.credentials, record.key, record.channel, record.version, record.file, record.client)
+                    record.credentials, record.key, record.channel, record.version, record.file)
             group = groups.get(said)
             if group is None:
                 groups[said] = [record]
@@ -111,7 +113,7 @@ class Accountant:
         for group in groups.values():
             record, n = group[-1], len(group)
             self.metrics.observe(record, n)
-            self.fleet.observe(record, n)
+            self.fleet.observe(record, n, {member.client for member in group})
             if record.failure is None:
                 self.stats.observe(record, n)
             else:  # the failure list names each, with its time

@@ -265,7 +265,7 @@ def prepared_error(request: Request, exception: BaseException) -> Prepared:
         return _prepared_error(500, "internal server error")
     if status >= 500:
         logger.error("%s %s: %s", request.method, request.path, message)
-    return _prepared_error(status, message, *headers.items()) if headers else _prepared_error(status, message)
+    return _prepared_error(status, message, *headers.items())
 
 
 #: One byte range: ``first-last``, ``first-`` or ``-suffix`` (RFC 9110 14.1.2), ASCII digits only.

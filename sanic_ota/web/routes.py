@@ -166,9 +166,7 @@ async def download(request: Request, version: str, filename: str,
     """
     state = _state(request)
     index = state.index  # the one the entry comes from, whatever the watcher swaps in meanwhile
-    release = index.releases.get(version)
-    if release is None:  # not servable here (yet): the error, or a replica fetching it
-        release = await _release(state, index, version)
+    release = await _release(state, index, version)
     entry = release.manifest.files.get(filename)
     if entry is None:
         raise NotFound(f"release {version} has no file {filename}")
@@ -258,7 +256,8 @@ async def listing(request: Request) -> HTTPResponse:
 
 
 async def listing_answer(request: Request) -> Prepared:
-    """``listing``'s answer, prepared (``as_response``)."""
+    """``listing``'s answer, prepared: the route sends it as its ``PreparedAnswer``, the
+    fast lane as its bytes."""
     key, record = _device(request, Kind.LISTING)
     state = _state(request)
     index = state.index
