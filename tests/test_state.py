@@ -92,4 +92,3 @@ def test_a_manifest_python_cannot_parse_does_not_stop_the_start(settings: Settin
     assert open_state(dataclasses.replace(settings, sign_manifests=False)).index.problems[VERSION]
     assert open_state(settings).index.versions() == [VERSION]  # signing here: signed anew
     assert manifest.read_text() != text
-

@@ -122,9 +122,11 @@ def test_a_download_the_server_cannot_finish_is_an_error_everywhere(workdir: Pat
     assert page.count('<td class=n>200</td><td class=bad>error</td>') == 1
 
 
-def _closed(accountant: Accountant, client: str, status: int, failure: AuthFailure | None = None) -> RequestRecord:
+def _closed(accountant: Accountant, client: str, status: int, failure: AuthFailure | None = None,
+            at: float | None = None) -> RequestRecord:
     record = RequestRecord(client=client, credentials=True, kind=Kind.DOWNLOAD, handled=True, key="fleet",
-                           channel="stable", version=VERSION, file="ota.bin", auth_failure=failure)
+                           channel="stable", version=VERSION, file="ota.bin", auth_failure=failure,
+                           at=time.time() if at is None else at)
     accountant.close(record, status, 10 if status == 200 else 0, 10 if status == 200 else 0)
     return record
 
@@ -139,7 +141,8 @@ def test_the_counters_are_told_in_groups_and_every_failure_is_listed(settings: S
     accountant = Accountant("text", LogWriter(io.StringIO()), metrics, state.stats, state.fleet)
     for client in ("10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"):
         _closed(accountant, client, 200)
-    refused = [_closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN) for _ in range(3)]
+    now = time.time()
+    refused = [_closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN, at=now + n) for n in range(3)]
     assert not state.stats.snapshot().downloads and not state.fleet.snapshot()
     accountant.settle()
     accountant.settle()  # nothing left: nothing counted twice

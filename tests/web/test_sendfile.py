@@ -19,6 +19,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -206,9 +207,10 @@ def test_a_reader_gone_mid_download_is_aborted_and_the_worker_carries_on(served:
     assert "Traceback" not in proc.log() and "unexpected error" not in proc.log()
 
     def none_in_flight() -> bool:
-        metrics = subprocess.run(["curl", "-s", "-H", f"Authorization: token {ADMIN}",
-                                  f"http://{proc.host}:{proc.port}/metrics"], capture_output=True, text=True)
-        return "sanic_ota_downloads_in_flight 0.0" in metrics.stdout
+        asked = urllib.request.Request(f"http://{proc.host}:{proc.port}/metrics",
+                                       headers={"Authorization": f"token {ADMIN}"})
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            return b"sanic_ota_downloads_in_flight 0.0" in answer.read()
 
     assert eventually(none_in_flight, timeout=5)
 
@@ -328,8 +330,8 @@ def test_without_a_descriptor_for_the_socket_the_body_goes_through_the_transport
             raise OSError(errno.EMFILE, "Too many open files")
         return real_dup(fd)
 
-    @app.on_request
-    async def out_of_descriptors(request) -> None:  # from the first request on: the server has started
+    @app.after_server_start  # not a request middleware: the fast lane runs none
+    async def out_of_descriptors(app) -> None:
         monkeypatch.setattr(os, "dup", no_socket_dup)
         monkeypatch.setattr(os, "sendfile", lambda *args: pytest.fail("sendfile without a socket descriptor"))
 
