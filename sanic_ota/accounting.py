@@ -113,6 +113,9 @@ class RequestRecord:
     channel: str | None = None
     version: str | None = None
     file: str | None = None
+    #: The release a version query offered, for the fleet view (counted when it is told,
+    #: ``Accountant.settle``); never logged: the audit line's ``version`` is a download's
+    offered: str | None = None
     #: The bytes a 206 answer sent, as ``first-last/length``.
     range: str | None = None
     auth_failure: AuthFailure | None = None

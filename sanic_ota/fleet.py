@@ -139,14 +139,23 @@ class Fleet:
                 break
             found.add(address_hash(client))
 
-    def offered(self, key: str, channel: str, version: str, client: str, remembered: str | None) -> None:
-        """A version query answered ``version``; ``remembered``: the caller's id for the rollout
-        that decided it (``channels.caller_id``), None when it was the channel's base."""
+    def offered(self, key: str, channel: str, version: str, client: str) -> None:
+        """``client`` was offered ``version`` other than by a version query (a signed URL
+        minted for a device); a version query's offer is counted from its record (``observe``)."""
         with self._buffer_lock:
             self._buffer.counts[(key, channel, version, OFFERED)] += 1
             self._touch(self._buffer, (key, channel), (client,))
-            if remembered is not None and remembered not in self._remembered \
-                    and len(self._buffer.offers) < MAX_REMEMBERED:
+
+    def remember(self, remembered: str) -> None:
+        """A rollout was offered to the caller whose id (``channels.caller_id``) is ``remembered``.
+
+        At once, not with the counts: the caller's next version query, maybe a moment
+        later, must find it (``was_offered``) if the rollout halts.
+        """
+        if remembered in self._remembered:
+            return
+        with self._buffer_lock:
+            if len(self._buffer.offers) < MAX_REMEMBERED:
                 self._remembered.add(remembered)
                 self._buffer.offers[remembered] = self.clock()
 
@@ -154,25 +163,25 @@ class Fleet:
         return remembered in self._remembered
 
     def observe(self, record: RequestRecord, n: int = 1, clients: Iterable[str] = ()) -> None:
-        """A closed request of a known key: a completed download, a failure, when it was seen.
+        """A closed request of a known key: what a version query offered, a completed
+        download, a failure, when it was seen.
 
         Or ``n`` requests that said the same but for their client addresses, ``clients``
         (by default the record's own).
         """
-        key, channel, kind = record.key, record.channel, record.kind
+        key, channel = record.key, record.channel
         if key is None or channel is None:
             return
-        if kind is Kind.VERSION_QUERY and record.auth_failure is None and record.outcome is Outcome.COMPLETED:
-            return  # counted as offered, and seen, when it was answered
         with self._buffer_lock:
             buffer = self._buffer
-            if kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED and record.version:
+            if record.offered is not None:
+                buffer.counts[(key, channel, record.offered, OFFERED)] += n
+            if record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED and record.version:
                 buffer.counts[(key, channel, record.version, DOWNLOADED)] += n
             reason = record.failure
             if reason is not None:
                 buffer.failures[(key, channel, reason)] += n
-            if kind != Kind.VERSION_QUERY:  # a version query was counted as offered
-                self._touch(buffer, (key, channel), clients or (record.client,))
+            self._touch(buffer, (key, channel), clients or (record.client,))
 
     # -- the shared file (worker threads) --------------------------------------------
 

@@ -19,11 +19,19 @@ def _download(key: str, channel: str, client: str, status: int = 200) -> Request
     return record
 
 
+def _version_query(key: str, channel: str, client: str, offered: str | None) -> RequestRecord:
+    record = RequestRecord(client=client, kind=Kind.VERSION_QUERY, key=key, channel=channel, offered=offered)
+    record.handled = True
+    record.close(200, 40, 40)
+    return record
+
+
 def test_two_workers_share_counts_and_a_restart_keeps_them(tmp_path: Path) -> None:
     path = tmp_path / "stats.sqlite3"
     one, two = Fleet(path), Fleet(path)
-    one.offered("plant", "beta", "v2", "10.0.0.1", "caller-a")
-    two.offered("plant", "beta", "v2", "10.0.0.2", None)
+    one.offered("plant", "beta", "v2", "10.0.0.1")
+    one.remember("caller-a")
+    two.observe(_version_query("plant", "beta", "10.0.0.2", offered="v2"))
     two.observe(_download("plant", "beta", "10.0.0.2"))
     two.observe(_download("plant", "beta", "10.0.0.3", status=404))
     assert one.flush() and two.flush()
@@ -42,21 +50,23 @@ def test_addresses_and_remembered_offers_are_capped(tmp_path: Path, monkeypatch:
     ticks = itertools.count(1)
     fleet = Fleet(tmp_path / "stats.sqlite3", clock=lambda: float(next(ticks)))
     for i in range(20):
-        fleet.offered("plant", "stable", "v1", f"10.0.0.{i}", f"caller-{i}")
+        fleet.offered("plant", "stable", "v1", f"10.0.0.{i}")
+        fleet.remember(f"caller-{i}")
     assert fleet.flush()
     (group,) = fleet.snapshot()
     assert group.addresses == 5 and group.addresses_capped and group.offered == {"v1": 20}
     assert [i for i in range(20) if fleet.was_offered(f"caller-{i}")] == [0, 1, 2]  # the buffer is capped too
     later = Fleet(tmp_path / "stats.sqlite3", clock=lambda: float(next(ticks)))
     for i in (20, 21):
-        later.offered("plant", "stable", "v1", f"10.0.1.{i}", f"caller-{i}")
+        later.offered("plant", "stable", "v1", f"10.0.1.{i}")
+        later.remember(f"caller-{i}")
     assert later.flush()
     assert [i for i in range(22) if later.was_offered(f"caller-{i}")] == [2, 20, 21]  # the oldest forgotten first
 
 
 def test_a_broken_file_keeps_counting_in_memory(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path / "missing-dir" / "stats.sqlite3")
-    fleet.offered("plant", "stable", "v1", "10.0.0.1", None)
+    fleet.offered("plant", "stable", "v1", "10.0.0.1")
     assert not fleet.flush()
     (group,) = fleet.snapshot()
     assert group.offered == {"v1": 1}

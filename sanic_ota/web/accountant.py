@@ -104,7 +104,7 @@ class Accountant:
         groups: dict[tuple[object, ...], list[RequestRecord]] = {}
         for record in closed:
             said = (record.kind, record.status, record.sent, record.outcome, record.auth_failure,
-                    record.credentials, record.key, record.channel, record.version, record.file)
+                    record.credentials, record.key, record.channel, record.version, record.file, record.offered)
             group = groups.get(said)
             if group is None:
                 groups[said] = [record]

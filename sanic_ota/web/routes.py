@@ -244,6 +244,7 @@ def version_query(request: Request) -> Prepared:
         release = _offer(state, index, key, caller)
     except NotFound as e:
         raise nothing_to_offer(e, state.store_status.read() if state.store_status else None) from None
+    record.offered = release.version  # the fleet view counts it with the record (``Accountant.settle``)
     pinned = index.pin_of(key.channel) is not None
     return _answers(request).json(index, ("version query", release.version, pinned), lambda: {
         "status": 200, "rom_version": release.version, "pinned": pinned})
@@ -341,7 +342,9 @@ async def sign_url(request: Request) -> HTTPResponse:
     if device is not None:
         device = check_name(device, "device")
     if _single(args, "version") is None and device is not None:
-        version = _offer(state, state.index, found[0], f"device:{device}").version
+        caller = f"device:{device}"
+        version = _offer(state, state.index, found[0], caller).version
+        state.fleet.offered(found[0].name, found[0].channel, version, caller)
     else:
         version = check_name(_single(args, "version"), "version")
     filename = check_name(_single(args, "filename"), "filename")
@@ -363,12 +366,14 @@ async def sign_url(request: Request) -> HTTPResponse:
 
 
 def _offer(state: State, index: Index, key: Key, caller: str) -> Release:
-    """The release the key's channel offers this caller (``channels.offer``), counted as
-    offered in the fleet view: for the version query, and for a signed URL minted for a
-    device (the device's id, supplied by the product's backend, stands in for the address)."""
+    """The release the key's channel offers this caller (``channels.offer``): for the version
+    query, and for a signed URL minted for a device (the device's id, supplied by the
+    product's backend, stands in for the address). A caller offered a rollout is
+    remembered at once (``Fleet.remember``); the offer is counted by the caller: the version
+    query on its record (``RequestRecord.offered``), ``sign_url`` at once."""
     release, rollout = channels.offer(index, key.name, key.channel, caller, time.time(), state.fleet.was_offered)
-    remembered = None if rollout is None else channels.caller_id(rollout.id, key.name, caller)
-    state.fleet.offered(key.name, key.channel, release.version, caller, remembered)
+    if rollout is not None:
+        state.fleet.remember(channels.caller_id(rollout.id, key.name, caller))
     return release
 
 

@@ -143,14 +143,20 @@ def test_the_counters_are_told_in_groups_and_every_failure_is_listed(settings: S
         _closed(accountant, client, 200)
     now = time.time()
     refused = [_closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN, at=now + n) for n in range(3)]
+    for client in ("10.0.0.4", "10.0.0.4", "10.0.0.5"):  # version queries: the fleet counts their offer
+        query = RequestRecord(client=client, credentials=True, kind=Kind.VERSION_QUERY, handled=True, key="fleet",
+                              channel="stable", offered=VERSION)
+        accountant.close(query, 200, 40, 40)
     assert not state.stats.snapshot().downloads and not state.fleet.snapshot()
     accountant.settle()
     accountant.settle()  # nothing left: nothing counted twice
     assert state.stats.snapshot().downloads[(VERSION, "ota.bin")][-1] == 4
     assert [f.time for f in state.stats.snapshot().failures] == [r.time for r in reversed(refused)]
     (group,) = state.fleet.snapshot()
-    assert group.downloaded == {VERSION: 4} and group.addresses == 3 and group.failures == {"auth: unknown_token": 3}
+    assert group.downloaded == {VERSION: 4} and group.offered == {VERSION: 3}
+    assert group.addresses == 5 and group.failures == {"auth: unknown_token": 3}
     metrics.flush()
     assert metrics.downloads.labels(VERSION, "ota.bin", "completed")._value.get() == 4
     assert metrics.requests.labels("download", "403")._value.get() == 3
+    assert metrics.requests.labels("version_query", "200")._value.get() == 3
     assert metrics.auth_failures.labels("unknown_token")._value.get() == 3
