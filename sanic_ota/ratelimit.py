@@ -16,12 +16,22 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 #: Addresses remembered at once. Each costs about 1.3 KB at most (``limit + 1``
 #: timestamps), so 10,000 is about 13 MB in the worst case. An address that keeps
 #: failing stays at the recent end, so forgetting it takes 10,000 other addresses
 #: failing in between; whoever has those is not slowed down by a per-address limit.
 MAX_TRACKED = 10_000
+
+
+class Over(NamedTuple):
+    """A failure that finds its address over the limit."""
+
+    #: seconds until the address is under the limit again (``Retry-After``)
+    wait: int
+    #: this failure is the one that put it over (the log says so once, not per failure)
+    first: bool
 
 
 class FailureLimiter:
@@ -39,13 +49,8 @@ class FailureLimiter:
     def __contains__(self, address: object) -> bool:
         return address in self._failures
 
-    def is_limited(self, address: str) -> bool:
-        """Whether ``address`` is over the limit now: more than ``limit`` failures within the window."""
-        times = self._failures.get(address)
-        return times is not None and len(times) > self.limit and times[0] > self.clock() - self.window
-
-    def fail(self, address: str) -> int | None:
-        """Record a failure; the seconds to wait if the address is now over the limit."""
+    def fail(self, address: str) -> Over | None:
+        """Record a failure; None while the address is within the limit."""
         now = self.clock()
         times = self._failures.get(address)
         if times is None:
@@ -56,7 +61,8 @@ class FailureLimiter:
             self._failures.move_to_end(address)
         while times and times[0] <= now - self.window:
             times.popleft()
+        within = len(times)  # failures in the window before this one: at most limit + 1
         times.append(now)
-        if len(times) <= self.limit:
+        if within < self.limit:
             return None
-        return max(1, math.ceil(times[0] + self.window - now))
+        return Over(max(1, math.ceil(times[0] + self.window - now)), first=within == self.limit)

@@ -76,17 +76,16 @@ def _failed(request: Request, limiter: FailureLimiter, e: OtaError, failure: Aut
     record = record_of(request)
     address = record.client
     record.auth_failure = failure
-    limited_before = limiter.is_limited(address)
-    wait = limiter.fail(address)
-    if wait is None:
+    over = limiter.fail(address)
+    if over is None:
         logger.warning("auth failed from %s: %s", address, e.message)
         return None
-    if not limited_before:
+    if over.first:
         logger.warning("auth failed from %s: %s; over %d failures within %g s: its failures are answered 429, "
                        "and no longer logged here one by one, until it stops failing",
                        address, e.message, limiter.limit, limiter.window)
     record.auth_failure = AuthFailure.RATE_LIMITED
-    return TooManyRequests("too many failed authentications; retry later", wait)
+    return TooManyRequests("too many failed authentications; retry later", over.wait)
 
 
 def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, basic: bool = False) -> Key:
