@@ -17,7 +17,6 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -414,32 +413,33 @@ async def send_image(
     spans = [(start + a, start + b) for a, b in spans]
     first = await read(*spans[0]) if spans else b""
     record.streaming = True
-    if prepared is not None and span is None:
-        response = await request.respond(PreparedAnswer(prepared))
-    else:
-        response = await request.respond(
-            status=206 if span is not None else 200,
-            headers=image_headers(total, span, headers),
-            content_type=OCTETS_TYPE,
-        )
-    if not spans:
-        await response.send(b"", end_stream=True)
-        return
-    await response.send(first)
-    record.sent += len(first)
-    del first  # read from a copy, it is a fresh bytes: not held for the rest of a slow download
-    rest = spans[0][1], stop
-    if rest[0] == stop:
-        return
-    out = None if isinstance(image, bytes) else sendfile.socket_of(request)
-    if out is not None:
-        assert not isinstance(image, bytes)
-        try:
-            await sendfile.send_file(request, out, image.fd, *rest, record)
-        finally:
-            os.close(out)
-        await response.send(b"", end_stream=True)
-        return
+    out = None if isinstance(image, bytes) or len(spans) < 2 else sendfile.socket_of(request)
+    try:
+        if out is not None:
+            sendfile.cork(out, True)  # uncorked below, once the body is sent
+        if prepared is not None and span is None:
+            response = await request.respond(PreparedAnswer(prepared))
+        else:
+            response = await request.respond(
+                status=206 if span is not None else 200,
+                headers=image_headers(total, span, headers),
+                content_type=OCTETS_TYPE,
+            )
+        if not spans:
+            await response.send(b"", end_stream=True)
+            return
+        await response.send(first)
+        record.sent += len(first)
+        del first  # read from a copy, it is a fresh bytes: not held for the rest of a slow download
+        if out is not None:
+            assert not isinstance(image, bytes)
+            await sendfile.send_file(request, out, image.fd, spans[0][1], stop, record)
+            await response.send(b"", end_stream=True)
+            return
+    finally:
+        if out is not None:
+            sendfile.cork(out, False)
+            out.close()
     for start, stop in spans[1:]:
         chunk = await read(start, stop)
         await response.send(chunk)

@@ -12,6 +12,11 @@ a sealed memfd or a private unlinked copy), under these rules:
   (``socket_of`` says None and the caller writes them through the transport);
 - only once the transport's own buffer is empty (the header block and first bytes
   go through Sanic, in one write): bytes written beside it would overtake it;
+- the socket corked (``TCP_CORK``, what nginx's ``tcp_nopush`` does) from before the
+  header block until the body is sent: the kernel sends full segments only, so the
+  header block, the first bytes and the file leave together and the client wakes
+  for fewer, larger pieces (a 1.6 MB image: 10-20 % less CPU per answer for server
+  and client together on loopback, bench/README.md);
 - on our own duplicate of the connection's descriptor, never the transport's: a
   descriptor the transport closes can be given to another connection while we wait,
   and uvloop refuses ``add_writer`` on a descriptor its transport owns;
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from time import monotonic
 from typing import cast
 
@@ -40,9 +46,9 @@ from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic_ota.accounting import RequestRecord
 
 
-def socket_of(request: Request) -> int | None:
-    """A duplicate of the connection's socket descriptor, or None if a body cannot go
-    there by ``sendfile`` (TLS, a connection closing, a transport without a socket, no
+def socket_of(request: Request) -> socket.socket | None:
+    """A duplicate of the connection's socket, or None if a body cannot go there by
+    ``sendfile`` (TLS, a connection closing, a transport without a socket, no
     descriptor left).
 
     The caller closes it.
@@ -56,12 +62,27 @@ def socket_of(request: Request) -> int | None:
     if sock is None:
         return None
     try:
-        return os.dup(sock.fileno())
+        # family, type and protocol given: the socket module does not ask the kernel for them
+        return socket.socket(sock.family, sock.type, sock.proto, os.dup(sock.fileno()))
     except OSError:  # out of descriptors: the transport can still send it
         return None
 
 
-async def send_file(request: Request, out: int, fd: int, start: int, stop: int, record: RequestRecord) -> None:
+def cork(out: socket.socket, on: bool) -> None:
+    """Hold back partial segments on a TCP connection (on) until the body is sent (off).
+
+    Never raises: a connection gone meanwhile has nothing left to send, and a Unix
+    socket has no segments.
+    """
+    if out.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            out.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, on)
+        except OSError:
+            pass
+
+
+async def send_file(request: Request, out: socket.socket, fd: int, start: int, stop: int,
+                    record: RequestRecord) -> None:
     """Send bytes ``start`` to ``stop`` of ``fd`` on ``out`` (from ``socket_of``), the
     rest of a body Sanic has started; each byte sent is counted in ``record.sent``.
 
@@ -75,15 +96,16 @@ async def send_file(request: Request, out: int, fd: int, start: int, stop: int, 
     if http.response_bytes_left != stop - start:
         raise ServerError(f"{http.response_bytes_left} body bytes left to send, not {stop - start}")
     await _drained(transport, protocol)
-    sender = _Sender(transport, protocol, http, out, fd, start, stop, record)
+    descriptor = out.fileno()
+    sender = _Sender(transport, protocol, http, descriptor, fd, start, stop, record)
     sender.step()
     if not sender.done.done():
         loop = asyncio.get_running_loop()
-        loop.add_writer(out, sender.step)
+        loop.add_writer(descriptor, sender.step)
         try:
             await sender.done
         finally:
-            loop.remove_writer(out)
+            loop.remove_writer(descriptor)
     error = sender.done.result()
     if error is not None:
         raise error

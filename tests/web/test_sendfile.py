@@ -280,7 +280,8 @@ def test_bytes_overwritten_in_place_after_verification_are_never_sent(served: Se
 
 
 def test_the_body_after_the_first_write_goes_by_sendfile(settings, workdir: Path, monkeypatch) -> None:
-    """In process: headers and the first bytes through Sanic's writes, the rest by sendfile."""
+    """In process: headers and the first bytes through Sanic's writes, the rest by sendfile,
+    with the socket corked while it is sent and uncorked once it is."""
     from sanic_ota.web.server import create_app
 
     image = random_image(300_000)
@@ -289,6 +290,7 @@ def test_the_body_after_the_first_write_goes_by_sendfile(settings, workdir: Path
     app = create_app(settings)
     writes: list[bytes] = []
     sent: list[int] = []
+    sockets: list[socket.socket] = []  # the connection's socket, as sendfile got it
     real = os.sendfile
 
     @app.signal("http.lifecycle.send")
@@ -296,6 +298,8 @@ def test_the_body_after_the_first_write_goes_by_sendfile(settings, workdir: Path
         writes.append(bytes(data))
 
     def counting(out: int, fd: int, offset: int, count: int) -> int:
+        sockets.append(socket.socket(fileno=os.dup(out)))
+        assert sockets[-1].getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
         n = real(out, fd, offset, count)
         sent.append(n)
         return n
@@ -307,6 +311,9 @@ def test_the_body_after_the_first_write_goes_by_sendfile(settings, workdir: Path
     body_written = b"".join(writes).partition(b"\r\n\r\n")[2]
     assert body_written == image[:FIRST_CHUNK_SIZE]
     assert sum(sent) == len(image) - FIRST_CHUNK_SIZE
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0 for s in sockets)
+    for sock in sockets:
+        sock.close()
 
     writes.clear()
     sent.clear()
