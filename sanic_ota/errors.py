@@ -7,17 +7,19 @@ integer so the core stays free of Sanic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class OtaError(Exception):
     """Base of every error this project raises on purpose."""
 
     status: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: extra response headers, such as Retry-After or WWW-Authenticate
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class BadRequest(OtaError):

@@ -129,9 +129,8 @@ class Index:
             return self.releases[version]
         except KeyError:
             if version in self.pending:
-                error = Unavailable(f"release {version} has not been checked yet; ask again in a few seconds")
-                error.headers["Retry-After"] = str(PENDING_RETRY_SECONDS)
-                raise error from None
+                raise Unavailable(f"release {version} has not been checked yet; ask again in a few seconds",
+                                  headers={"Retry-After": str(PENDING_RETRY_SECONDS)}) from None
             if version in self.present:  # why is in the log and /status, not in a device's answer
                 raise Unavailable(f"release {version} is not servable; the server log and /status say why") from None
             raise NotFound(f"no release {version}") from None

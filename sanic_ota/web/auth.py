@@ -95,9 +95,14 @@ def authenticate(request: Request, keyring: Keyring, limiter: FailureLimiter, ba
     except OtaError as e:
         found = e
     if isinstance(found, OtaError):
-        limited = _failed(request, limiter, found,
-                          AuthFailure.UNKNOWN_TOKEN if isinstance(found, Forbidden) else AuthFailure.MALFORMED)
-        raise found if limited is None else limited
+        failure = AuthFailure.UNKNOWN_TOKEN if isinstance(found, Forbidden) else AuthFailure.MALFORMED
+        try:
+            raise _failed(request, limiter, found, failure) or found
+        finally:
+            # The error's traceback holds this frame: without this, each refusal would be a
+            # reference cycle (the request included) left for the garbage collector, which
+            # a fleet with a wrong token made the slowest answer of all (bench/README.md).
+            del found
     connections.authenticated(request)  # no longer counts toward the per-address cap
     return found
 
@@ -123,9 +128,12 @@ def authenticate_signed(
                     single(EXPIRES_PARAM), single(SIG_PARAM), time.time())
     except SignedUrlError as e:
         limited = _failed(request, limiter, e, AuthFailure.SIGNED_URL)
-        if limited is not None:
+        if limited is None:
+            raise
+        try:
             raise limited from e
-        raise
+        finally:
+            del limited  # no reference cycle through this frame (see ``authenticate``)
     connections.authenticated(request)
     return key
 

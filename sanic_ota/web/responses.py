@@ -307,9 +307,8 @@ def byte_range(header: str | None, length: int) -> tuple[int, int] | None:
 
 
 def _not_satisfiable(length: int) -> RangeNotSatisfiable:
-    error = RangeNotSatisfiable(f"range not satisfiable: the file has {length} bytes")
-    error.headers["Content-Range"] = f"bytes */{length}"
-    return error
+    return RangeNotSatisfiable(f"range not satisfiable: the file has {length} bytes",
+                               headers={"Content-Range": f"bytes */{length}"})
 
 
 def entity_tag(sha256: str) -> str:

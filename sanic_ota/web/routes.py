@@ -214,10 +214,9 @@ async def _release(state: State, index: Index, version: str) -> Release:
             raise
     await asyncio.to_thread(want, state.settings.cache_dir, version)
     retry = max(1, math.ceil(2 * state.settings.poll_seconds))
-    error = Unavailable(f"release {version} is not in this replica's cache (over its size bound); "
-                        f"it is being fetched from the store: ask again in {retry} s")
-    error.headers["Retry-After"] = str(retry)
-    raise error
+    raise Unavailable(f"release {version} is not in this replica's cache (over its size bound); "
+                      f"it is being fetched from the store: ask again in {retry} s",
+                      headers={"Retry-After": str(retry)})
 
 
 def nothing_to_offer(error: NotFound, store: StoreStatus | None) -> NotFound | Unavailable:
