@@ -126,9 +126,10 @@ async def device_rom(request: Request) -> HTTPResponse | None:
 
 async def device_rom_answer(request: Request) -> Prepared | HTTPResponse | None:
     """``device_rom``'s answer; a prepared one as it is (``as_response``)."""
-    if request.query_string in PLAIN_QUERIES:
+    query = request.query_string  # decoded each time it is asked
+    if query in PLAIN_QUERIES:
         args = None
-    elif (target := module_download(request.query_string)) is not None and "authorization" in request.headers:
+    elif (target := module_download(query)) is not None and "authorization" in request.headers:
         _, record = _device(request, Kind.DOWNLOAD)
         record.version, record.file = target  # plain names, safe to log
         return await download(request, *target, record)
@@ -172,16 +173,18 @@ async def download(request: Request, version: str, filename: str,
         raise NotFound(f"release {version} has no file {filename}")
     etag = entity_tag(entry.sha256)
     headers = {"ETag": etag, "Accept-Ranges": "bytes"}
-    if none_match(request.headers.get("if-none-match"), etag):
-        record.kind = Kind.HEAD if request.method == "HEAD" else Kind.NOT_MODIFIED
-        return HTTPResponse(status=304, headers={"ETag": etag})
+    asked = request.headers
     span = None
-    if range_applies(request.headers.get("if-range"), etag):
-        span = byte_range(request.headers.get("range"), entry.length)
-    if span is not None:
-        record.range = f"{span[0]}-{span[1] - 1}/{entry.length}"
-        if span[1] < entry.length and record.kind == Kind.DOWNLOAD:
-            record.kind = Kind.PARTIAL  # a window; the one that sends the last byte is the download
+    if "if-none-match" in asked or "range" in asked:  # a cache, or esp_https_ota resuming
+        if none_match(asked.get("if-none-match"), etag):
+            record.kind = Kind.HEAD if request.method == "HEAD" else Kind.NOT_MODIFIED
+            return HTTPResponse(status=304, headers={"ETag": etag})
+        if range_applies(asked.get("if-range"), etag):
+            span = byte_range(asked.get("range"), entry.length)
+        if span is not None:
+            record.range = f"{span[0]}-{span[1] - 1}/{entry.length}"
+            if span[1] < entry.length and record.kind == Kind.DOWNLOAD:
+                record.kind = Kind.PARTIAL  # a window; the one that sends the last byte is the download
     image = await state.files.image(version, filename, entry)  # a HEAD too: its status is the GET's
     try:
         if request.method == "HEAD":
