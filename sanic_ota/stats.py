@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,14 +104,15 @@ class Stats:
 
     # -- recording (event loop, never blocks on I/O) ----------------------------
 
-    def observe(self, record: RequestRecord, n: int = 1) -> None:
-        """Count a closed request (or ``n`` that said the same): a completed download, or a
-        failure to list (listed once: the accountant hands each failed request on its own).
+    def observe(self, group: Sequence[RequestRecord]) -> None:
+        """Count closed requests that say the same (``Accountant.settle``'s groups): completed
+        downloads, or failures, each listed with its own time.
 
         A failure is kept as its record and made into a ``Failure`` only when read or
         flushed: a flood of refusals (a fleet with a wrong token) is mostly never listed,
-        the list keeping the newest ``MAX_FAILURES``.
+        the list keeping the newest ``MAX_FAILURES``, so no more of a group are kept.
         """
+        record = group[-1]
         completed = record.kind == Kind.DOWNLOAD and record.outcome == Outcome.COMPLETED
         failed = not completed and record.failure is not None
         if not (completed or failed):
@@ -120,9 +121,9 @@ class Stats:
         hour = int(now // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:
-                self._counts[(hour, record.version, record.file)] += n
+                self._counts[(hour, record.version, record.file)] += len(group)
             if failed:
-                self._failures.append((now, record))
+                self._failures += [(now, member) for member in group[-MAX_FAILURES:]]
                 del self._failures[:-MAX_FAILURES]
             if hour != self._pruned_hour:  # walk the buckets once an hour, not per request
                 self._prune_buffer(hour)
@@ -206,7 +207,7 @@ class Stats:
             rows, failures = self._read(hour)
             with self._buffer_lock:
                 rows += [(*bucket, n) for bucket, n in self._counts.items()]
-                failures += _made(self._failures)
+                failures += _made(self._failures)[::-1]  # newest first like the file's (a group shares its time)
         return Snapshot(hour, _hourly(rows, hour), sorted(failures, key=lambda f: -f.at)[:MAX_FAILURES])
 
 

@@ -40,11 +40,11 @@ def test_two_workers_on_one_file_add_up(tmp_path: Path) -> None:
     clock = Clock()
     one, two = Stats(tmp_path / "s.db", clock), Stats(tmp_path / "s.db", clock)
     for _ in range(2):
-        one.observe(done("v1"))
-    two.observe(done("v1"))
-    two.observe(done("v2", "mqtt_ca.bin"))
+        one.observe([done("v1")])
+    two.observe([done("v1")])
+    two.observe([done("v2", "mqtt_ca.bin")])
     assert one.flush() and two.flush()
-    one.observe(done("v1"))  # not flushed yet: only its own worker sees it
+    one.observe([done("v1")])  # not flushed yet: only its own worker sees it
     assert sum(one.snapshot().per_release()["v1"]) == 4
     assert sum(two.snapshot().per_release()["v1"]) == 3
     snapshot = two.snapshot()
@@ -55,11 +55,11 @@ def test_two_workers_on_one_file_add_up(tmp_path: Path) -> None:
 
 def test_only_completed_downloads_count() -> None:
     memory = Stats()
-    memory.observe(done(outcome="aborted"))
-    memory.observe(done(outcome="refused", status=404))
+    memory.observe([done(outcome="aborted")])
+    memory.observe([done(outcome="refused", status=404)])
     query = RequestRecord(client="x", kind=Kind.VERSION_QUERY)
     query.close(200, 10, 10)
-    memory.observe(query)
+    memory.observe([query])
     assert memory.snapshot().per_release() == {}
     assert [f.reason for f in memory.snapshot().failures] == ["refused", "aborted"]
 
@@ -67,12 +67,12 @@ def test_only_completed_downloads_count() -> None:
 def test_counts_are_kept_for_24_hours(tmp_path: Path) -> None:
     clock = Clock()
     worker = Stats(tmp_path / "s.db", clock)
-    worker.observe(done())
+    worker.observe([done()])
     worker.flush()
     clock.now += (HOURS - 1) * 3600
     assert worker.snapshot().per_release()["v1"][0] == 1  # the oldest hour shown
     clock.now += 3600
-    worker.observe(done())
+    worker.observe([done()])
     worker.flush()
     assert worker.snapshot().per_release()["v1"] == [0] * (HOURS - 1) + [1]
     with sqlite3.connect(tmp_path / "s.db") as db:  # the old bucket is gone from the file too
@@ -84,7 +84,7 @@ def test_failures_are_capped_newest_first(tmp_path: Path) -> None:
     one, two = Stats(tmp_path / "s.db", clock), Stats(tmp_path / "s.db", clock)
     for n in range(MAX_FAILURES + 15):
         clock.now += 1
-        (one if n % 2 else two).observe(done(version=f"v{n}", outcome="aborted"))
+        (one if n % 2 else two).observe([done(version=f"v{n}", outcome="aborted")])
         if n % 7 == 0:
             one.flush()
             two.flush()
@@ -115,8 +115,8 @@ def test_an_unwritable_file_never_raises_and_counts_stay_in_memory(tmp_path: Pat
     worker = Stats(tmp_path / "not-a-dir" / "s.db")  # unopenable, even for root (a read-only dir is not)
     with caplog.at_level(logging.WARNING, "sanic_ota.stats"):
         for _ in range(3):
-            worker.observe(done(outcome="aborted"))
-            worker.observe(done())
+            worker.observe([done(outcome="aborted")])
+            worker.observe([done()])
             assert worker.flush() is False
             assert worker.snapshot().failures  # reading fails too, quietly
     assert sum(worker.snapshot().per_release()["v1"]) == 3
@@ -127,11 +127,11 @@ def test_an_unwritable_file_never_raises_and_counts_stay_in_memory(tmp_path: Pat
 def test_a_locked_file_keeps_the_buffer_until_it_is_free(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(shared_file, "BUSY_TIMEOUT", 0.05)
     worker = Stats(tmp_path / "s.db")
-    worker.observe(done())
+    worker.observe([done()])
     assert worker.flush()
     other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another worker in the middle of a long write
-    worker.observe(done())
+    worker.observe([done()])
     assert worker.flush() is False
     assert sum(worker.snapshot().per_release()["v1"]) == 1  # reading is locked out as well: buffer only
     other.execute("COMMIT")
@@ -147,11 +147,11 @@ def test_flush_periodically_flushes_until_stopped(tmp_path: Path, stop_early: bo
     async def run() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(flush_periodically(worker, stop, every=0.02))
-        worker.observe(done())
+        worker.observe([done()])
         if not stop_early:
             await asyncio.sleep(0.1)
             assert sum(Stats(tmp_path / "s.db").snapshot().per_release()["v1"]) == 1
-        worker.observe(done())
+        worker.observe([done()])
         stop.set()
         await asyncio.wait_for(task, 2)
 
@@ -165,9 +165,9 @@ def test_counts_in_memory_leave_after_24_hours_too(tmp_path: Path) -> None:
     clock = Clock()
     memory = Stats(None, clock)
     for _ in range(3):
-        memory.observe(done())
+        memory.observe([done()])
     clock.now += HOURS * 3600
-    memory.observe(done("v2"))
+    memory.observe([done("v2")])
     assert memory.snapshot().per_release() == {"v2": [0] * (HOURS - 1) + [1]}
     assert list(memory._counts) == [(int(clock.now // 3600), "v2", "ota.bin")]
 
@@ -188,9 +188,9 @@ def test_a_stop_during_a_flush_still_gets_a_last_flush(tmp_path: Path) -> None:
     async def run() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(flush_periodically(worker, stop, every=0.01))
-        worker.observe(done())
+        worker.observe([done()])
         assert await asyncio.to_thread(flushing.wait, 5)  # its flush has taken the count and waits
-        worker.observe(done())
+        worker.observe([done()])
         stop.set()
         go_on.set()
         await asyncio.wait_for(task, 5)

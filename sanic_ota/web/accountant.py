@@ -114,11 +114,7 @@ class Accountant:
             record, n = group[-1], len(group)
             self.metrics.observe(record, n)
             self.fleet.observe(record, n, {member.client for member in group})
-            if record.failure is None:
-                self.stats.observe(record, n)
-            else:  # the failure list names each, with its time
-                for failed in group:
-                    self.stats.observe(failed)
+            self.stats.observe(group)  # which lists each failure, with its time
 
     def answered(self, request: Request, response: HTTPResponse) -> None:
         """From the response middleware, for every answer, before it is written.
