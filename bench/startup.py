@@ -44,11 +44,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from wire import request_bytes
+from workspace import HOST, free_port
+
 from sanic_ota.example_release import build_app_image, build_cert_partition
 from sanic_ota.keys import Key, save_keys
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
-HOST = "127.0.0.1"
 SANIC = Path(sys.executable).with_name("sanic")
 #: Sanic's own limit for a worker's start-up acknowledgement.
 WORKER_ACK_SECONDS = 30
@@ -69,18 +71,11 @@ def build_releases(partitions: Path, count: int, size: int) -> None:
         (directory / "mqtt_ca.bin").write_bytes(cert)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def version_query(port: int) -> str | None:
     """The module's plain AT+CIUPDATE question; the version answered, or None."""
     try:
         with socket.create_connection((HOST, port), timeout=5) as sock:
-            sock.sendall(f"GET /v1/device/rom/?is_format_simple=true HTTP/1.0\r\nHost: x\r\n"
-                         f"Authorization: token {TOKEN}\r\n\r\n".encode())
+            sock.sendall(request_bytes("/v1/device/rom/?is_format_simple=true", TOKEN, http10=True, close=True))
             data = b""
             while chunk := sock.recv(4096):
                 data += chunk
@@ -100,8 +95,8 @@ def served(port: int, version: str) -> bool:
     release is the last one a large start reads (``Indexer.start``)."""
     try:
         with socket.create_connection((HOST, port), timeout=5) as sock:
-            sock.sendall(f"GET /v1/device/rom/?action=download_rom&version={version}&filename=mqtt_ca.bin "
-                         f"HTTP/1.0\r\nHost: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+            path = f"/v1/device/rom/?action=download_rom&version={version}&filename=mqtt_ca.bin"
+            sock.sendall(request_bytes(path, TOKEN, http10=True, close=True))
             return sock.recv(64).startswith(b"HTTP/1.1 200 ")
     except OSError:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def write_release(partitions: Path, version: str, app_version: str | None = None
     (directory / "ota.bin").write_bytes(example.build_app_image(app_version or version))
     (directory / "mqtt_ca.bin").write_bytes(example.build_cert_partition(b"-----BEGIN CERTIFICATE-----\n"))
     return directory
+
+
+@pytest.fixture
+def tls_args(tmp_path: Path) -> list[str]:
+    """``sanic``'s arguments to serve TLS, with a new self-signed certificate for 127.0.0.1
+    (Sanic wants a subjectAltName in it)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return ["--cert", str(cert), "--key", str(key)]
 
 
 @pytest.fixture

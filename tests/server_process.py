@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 SANIC = Path(sys.executable).with_name("sanic")
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll ``check`` until it returns something truthy, which is returned; at the deadline,
+    fail saying what it returned last.
+
+    A server answers before its log line is written (by a thread) and notices a file a
+    moment after it changes; an ``OSError`` or ``AssertionError`` (a module client's
+    refusal, ``esp_client.ModuleError``) while it is not there yet counts as not yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, OSError) as e:
+            last: object = e
+        else:
+            last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last: {last!r}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -57,6 +84,10 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The audit lines so far, parsed: the server must log JSON (``SANIC_OTA_LOG_FORMAT=json``)."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith('{"client"')]
 
     def logged(self, *texts: str, timeout: float = 5.0) -> bool:
         """Whether every one of ``texts`` is in the log within ``timeout`` seconds.

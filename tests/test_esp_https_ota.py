@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import TOKEN, VERSION, env_for, settings_for
 from esp_idf_client import USER_AGENT, partial_download, resumed_download
-from server_process import ServerProcess
+from server_process import ServerProcess, eventually
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 
@@ -90,14 +90,13 @@ def test_without_the_token_the_head_is_refused(release) -> None:
 
 
 def test_the_log_counts_one_download_per_file_fetched_in_windows(workdir: Path) -> None:
-    from test_wire import eventually_records
-
     data = os.urandom(3 * 4096 + 5)
     (workdir / "partitions" / VERSION / "win.bin").write_bytes(data)
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_LOG_FORMAT="json")
     with ServerProcess(env, cwd=workdir) as proc:
         image, _ = partial_download(proc.host, proc.port, path_of("win.bin"), AUTH, window=4096)
-        records = eventually_records(proc, lambda rs: sum(r["file"] == "win.bin" for r in rs) >= 5)
+        eventually(lambda: sum(r["file"] == "win.bin" for r in proc.records()) >= 5)
+        records = proc.records()
     assert image == data
     mine = [r for r in records if r["file"] == "win.bin"]
     assert [r["kind"] for r in mine] == ["head", "partial", "partial", "partial", "download"]

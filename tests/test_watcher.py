@@ -13,37 +13,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from conftest import OTHER_TOKEN, TOKEN, VERSION, env_for, settings_for, write_release
 from esp_client import ModuleError, download, list_versions, version_query
-from server_process import ServerProcess
+from server_process import ServerProcess, eventually
 
 from sanic_ota.files import write_atomic
 from sanic_ota.keys import Key, dump_keys, load_keys, save_keys
 from sanic_ota.settings import Settings
 from sanic_ota.state import State, open_indexer, open_state, signing_keys
 from sanic_ota.watcher import Watcher
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 8.0) -> T:
-    """Poll ``check`` until it returns a truthy value without raising, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (ModuleError, OSError) as e:
-            last: object = e
-        else:
-            last = result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -10,14 +10,12 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TOKEN, VERSION, env_for, example, settings_for, write_release
 from esp_client import ModuleError, download, list_versions, version_query
-from server_process import ServerProcess
-from test_watcher import eventually
+from server_process import ServerProcess, eventually
 
 from sanic_ota.keys import Key, load_keys, save_keys
 from sanic_ota.stats import FLUSH_SECONDS
@@ -114,16 +112,9 @@ def test_an_error_is_never_mistaken_for_an_image(server: ServerProcess) -> None:
         download(server.host, server.port, "0" * 40, VERSION, "ota")
 
 
-def test_https_mode_1(workdir: Path, tmp_path: Path) -> None:
-    import subprocess
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    # Sanic requires a subjectAltName in the certificate
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+def test_https_mode_1(workdir: Path, tls_args: list[str]) -> None:
     settings = settings_for(workdir)
-    with ServerProcess(env_for(settings), cwd=workdir, extra=["--cert", str(cert), "--key", str(key)]) as proc:
+    with ServerProcess(env_for(settings), cwd=workdir, extra=tls_args) as proc:
         assert version_query(proc.host, proc.port, TOKEN, tls=True) == VERSION
         body = download(proc.host, proc.port, TOKEN, VERSION, "ota", tls=True)
         assert body == (workdir / "partitions" / VERSION / "ota.bin").read_bytes()
@@ -141,22 +132,14 @@ def test_audit_log_records_completed_and_aborted_downloads(workdir: Path) -> Non
             sock.sendall(f"GET /v1/device/rom/?action=download_rom&version=v5.0.0&filename=ota.bin HTTP/1.1\r\n"
                          f"Host: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
             sock.recv(1024)
-        records = eventually_records(proc, lambda rs: any(r["version"] == "v5.0.0" for r in rs))
+        eventually(lambda: any(r["version"] == "v5.0.0" for r in proc.records()))
+        records = proc.records()
     done = next(r for r in records if r["version"] == VERSION)
     assert done["outcome"] == "completed" and done["key"] == "device-1" and done["kind"] == "download"
     assert done["bytes"] == (workdir / "partitions" / VERSION / "ota.bin").stat().st_size
     aborted = next(r for r in records if r["version"] == "v5.0.0")
     assert aborted["outcome"] == "aborted" and aborted["bytes"] < len(big)
     assert TOKEN not in proc.log()
-
-
-def eventually_records(proc: ServerProcess, done: Callable[[list[dict]], bool]) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while True:
-        records = [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
-        if done(records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.05)
 
 
 def _get(proc: ServerProcess, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -210,9 +193,7 @@ def test_repeated_failures_are_slowed_but_valid_tokens_pass(server: ServerProces
     assert server.logged("no longer logged here one by one")  # written after the 20 before it
     assert server.log().count("auth failed from 127.0.0.1: unknown token") == 21  # 20, and the one over
     refused = "kind=listing key=- version=- file=- range=- status=429"
-    deadline = time.monotonic() + 5  # each refusal is in the audit log, a moment later
-    while server.log().count(refused) < 12 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: server.log().count(refused) >= 12)  # each refusal is in the audit log, a moment later
     time.sleep(0.2)  # and no more than that
     assert server.log().count(refused) == 12  # the 21st failure, the one after it and these 10
 

@@ -9,7 +9,6 @@ it waits for the version query's socket to close (else it sits out its timeout).
 from __future__ import annotations
 
 import base64
-import json
 import re
 import socket
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import OTHER_TOKEN, TOKEN, VERSION, env_for, example, settings_for, write_release
 from esp_client import ModuleError, download, version_query
-from server_process import ServerProcess
+from server_process import ServerProcess, eventually
 
 from sanic_ota.keys import Key, save_keys
 
@@ -208,10 +207,6 @@ def test_rate_limited_version_queries_are_closed(workdir: Path) -> None:
 # --- a request cut off half-way is not a server error ----------------------------
 
 
-def records(proc: ServerProcess) -> list[dict]:
-    return [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
-
-
 def test_a_half_sent_request_is_not_a_500(workdir: Path) -> None:
     save_keys(workdir / "keys.json", [Key("device-1", TOKEN), Key("ops", ADMIN, {"Role": "admin"})])
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_LOG_FORMAT="json")
@@ -227,11 +222,9 @@ def test_a_half_sent_request_is_not_a_500(workdir: Path) -> None:
         assert split(page)[0] == 200 and split(metrics)[0] == 200
         assert b"None recorded." in page  # the status page's failure list
         assert b'status="500"' not in metrics
-        deadline = time.monotonic() + 5  # audit lines are written by a thread, just after the answer
-        while len(records(proc)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: len(proc.records()) >= 2)  # audit lines are written by a thread, just after the answer
         time.sleep(0.2)  # and nothing more comes
-        assert [r["kind"] for r in records(proc)] == ["status", "metrics"]  # a half request is no request
+        assert [r["kind"] for r in proc.records()] == ["status", "metrics"]  # a half request is no request
         assert " ERROR " not in proc.log() and "Traceback" not in proc.log()
 
 
@@ -243,8 +236,6 @@ def test_a_module_gone_before_its_answer_is_an_abort_not_a_500(workdir: Path) ->
     with ServerProcess(env, cwd=workdir) as proc:
         with socket.create_connection((proc.host, proc.port)) as sock:  # gone while the file is read
             sock.sendall(get(DOWNLOAD.replace(VERSION, big), connection=None))
-        deadline = time.monotonic() + 10
-        while not (done := [r for r in records(proc) if r["version"] == big]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        done = eventually(lambda: [r for r in proc.records() if r["version"] == big])
     assert [(r["status"], r["outcome"]) for r in done] in ([(499, "aborted")], [(200, "aborted")]), done
     assert " ERROR " not in proc.log()

@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import OTHER_TOKEN, REPO, TOKEN, VERSION, env_for, settings_for
-from server_process import ServerProcess
-from test_watcher import eventually
+from server_process import ServerProcess, eventually
 
 from sanic_ota import signed_urls
 from sanic_ota.keys import Key, load_keys, save_keys

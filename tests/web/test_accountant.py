@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import TOKEN, VERSION, env_for, example, settings_for
-from server_process import ServerProcess
+from server_process import ServerProcess, eventually
 
 from sanic_ota.accounting import AuthFailure, Kind, RequestRecord
 from sanic_ota.keys import Key, load_keys, save_keys
@@ -105,13 +105,12 @@ def test_a_download_the_server_cannot_finish_is_an_error_everywhere(workdir: Pat
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/status",
                                          headers={"Authorization": f"Basic {basic}"})
         page = urllib.request.urlopen(request).read().decode()
-        deadline = time.monotonic() + 10  # the log writer's thread writes a moment later
-        while True:
-            lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
-            told = [(r["status"], r["outcome"], r["bytes"]) for r in lines if r["version"] == BIG]
-            if len(told) == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+
+        def told_of_big() -> list[tuple[int, str, int]]:
+            told = [(r["status"], r["outcome"], r["bytes"]) for r in proc.records() if r["version"] == BIG]
+            return told if len(told) == 3 else []
+
+        told = eventually(told_of_big)  # the log writer's thread writes a moment later
     assert told[0] == (200, "completed", len(image))
     assert told[1][:2] == (500, "error")  # as the module was told, not "200 aborted"
     assert told[2][:2] == (200, "error") and 1024 * 1024 - 256 * 1024 <= told[2][2] <= 1024 * 1024

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -136,14 +135,10 @@ def test_trickling_connections_cannot_exhaust_1024_files_and_are_cut_at_the_dead
         proc.stop()
 
 
-def test_a_silent_tls_connection_is_closed_at_the_header_deadline(workdir: Path, tmp_path: Path) -> None:
+def test_a_silent_tls_connection_is_closed_at_the_header_deadline(workdir: Path, tls_args: list[str]) -> None:
     """The handshake precedes the protocol: it gets the header deadline, not asyncio's 60 s."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_HEADER_TIMEOUT="1")
-    with ServerProcess(env, cwd=workdir, extra=["--cert", str(cert), "--key", str(key)]) as proc:
+    with ServerProcess(env, cwd=workdir, extra=tls_args) as proc:
         with socket.create_connection((proc.host, proc.port), timeout=5) as sock:
             started = time.monotonic()
             sock.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import re
 import signal
 import socket
 import stat
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -29,7 +27,7 @@ import pytest
 import uvloop
 from conftest import TOKEN, VERSION, env_for, settings_for, write_release
 from esp_client import download
-from server_process import ServerProcess
+from server_process import ServerProcess, eventually
 
 from sanic_ota.keys import Key, save_keys
 from sanic_ota.web.responses import FIRST_CHUNK_SIZE
@@ -114,19 +112,6 @@ def read_answer(sock: socket.socket, buffered: bytes | bytearray = b"", head_onl
     return head, bytes(rest[:length])
 
 
-def records(proc: ServerProcess) -> list[dict]:
-    return [json.loads(line) for line in proc.log().splitlines() if line.startswith('{"client"')]
-
-
-def eventually(check, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_a_whole_image_is_exact_and_the_connection_serves_the_next_request(served: Served) -> None:
     proc = served.proc
     assert download(proc.host, proc.port, TOKEN, IMAGE, "factory_param") == served.image  # the module's rules
@@ -144,8 +129,8 @@ def test_a_whole_image_is_exact_and_the_connection_serves_the_next_request(serve
         sock.sendall(("GET /v1/device/rom/?is_format_simple=true HTTP/1.1\r\nHost: x\r\n"
                       f"Authorization: token {TOKEN}\r\n\r\n").encode())
         assert b'"rom_version": "' in read_answer(sock)[1]
-    assert eventually(lambda: len([r for r in records(proc) if r["version"] == IMAGE]) >= 4)
-    done = [r for r in records(proc) if r["version"] == IMAGE and r["kind"] == "download"]
+    assert eventually(lambda: len([r for r in proc.records() if r["version"] == IMAGE]) >= 4)
+    done = [r for r in proc.records() if r["version"] == IMAGE and r["kind"] == "download"]
     assert {(r["outcome"], r["bytes"]) for r in done} == {("completed", 1_600_000)}
 
 
@@ -199,8 +184,8 @@ def test_a_reader_gone_mid_download_is_aborted_and_the_worker_carries_on(served:
     time.sleep(0.5)  # the server has filled the socket and waits for room
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close = reset
     sock.close()
-    assert eventually(lambda: any(r["version"] == BIG for r in records(proc))), proc.log()[-3000:]
-    gone = next(r for r in records(proc) if r["version"] == BIG)
+    assert eventually(lambda: any(r["version"] == BIG for r in proc.records())), proc.log()[-3000:]
+    gone = next(r for r in proc.records() if r["version"] == BIG)
     assert gone["outcome"] == "aborted" and 0 < gone["bytes"] < len(served.big)
     assert download(proc.host, proc.port, TOKEN, IMAGE, "factory_param") == served.image
     assert len(re.findall(r"Starting worker \[", proc.log())) == 1, "the worker was replaced"
@@ -347,15 +332,10 @@ def test_without_a_descriptor_for_the_socket_the_body_goes_through_the_transport
     assert response.status == 200 and response.body == image
 
 
-def test_over_tls_the_body_goes_through_the_transport(tmp_path: Path) -> None:
+def test_over_tls_the_body_goes_through_the_transport(tmp_path: Path, tls_args: list[str]) -> None:
     """sendfile would put plain bytes on a TLS connection: there the transport encrypts them."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     workdir, image, _ = make_workdir(tmp_path / "tls")
-    with ServerProcess(server_env(workdir, "uvloop"), cwd=workdir,
-                       extra=["--cert", str(cert), "--key", str(key)]) as proc:
+    with ServerProcess(server_env(workdir, "uvloop"), cwd=workdir, extra=tls_args) as proc:
         assert download(proc.host, proc.port, TOKEN, IMAGE, "factory_param", tls=True) == image
 
 
