@@ -79,12 +79,13 @@ class Snapshot:
         return totals
 
 
-def failure_of(record: RequestRecord, at: float) -> Failure | None:
-    """The failure a closed ``record`` stands for, or None for a request that went as it should."""
+def failure_of(record: RequestRecord) -> Failure | None:
+    """The failure a closed ``record`` stands for, or None for a request that went as it should;
+    listed at the time the request began, which its line shows."""
     reason = record.failure
     if reason is None:
         return None
-    return Failure(at, record.time, str(record.kind), record.client, record.key, record.version, record.file,
+    return Failure(record.at, record.time, str(record.kind), record.client, record.key, record.version, record.file,
                    record.status, reason)
 
 
@@ -96,8 +97,8 @@ class Stats:
         self.clock = clock
         self._file = SharedFile(path, _SCHEMA, "statistics file", logger) if path is not None else None
         self._counts: Counter[tuple[int, str, str]] = Counter()
-        #: failed requests not flushed yet, newest last, with when they were counted
-        self._failures: list[tuple[float, RequestRecord]] = []
+        #: failed requests not flushed yet, in the order they were told
+        self._failures: list[RequestRecord] = []
         self._buffer_lock = threading.Lock()  # held briefly, on the event loop too
         self._io_lock = threading.Lock()  # flush and read never interleave
         self._pruned_hour = 0  # the buffer holds no bucket older than this hour allows
@@ -117,13 +118,12 @@ class Stats:
         failed = not completed and record.failure is not None
         if not (completed or failed):
             return  # most requests: nothing to count here
-        now = self.clock()
-        hour = int(now // 3600)
+        hour = int(self.clock() // 3600)
         with self._buffer_lock:
             if completed and record.version and record.file:
                 self._counts[(hour, record.version, record.file)] += len(group)
             if failed:
-                self._failures += [(now, member) for member in group[-MAX_FAILURES:]]
+                self._failures += group[-MAX_FAILURES:]
                 del self._failures[:-MAX_FAILURES]
             if hour != self._pruned_hour:  # walk the buckets once an hour, not per request
                 self._prune_buffer(hour)
@@ -207,12 +207,12 @@ class Stats:
             rows, failures = self._read(hour)
             with self._buffer_lock:
                 rows += [(*bucket, n) for bucket, n in self._counts.items()]
-                failures += _made(self._failures)[::-1]  # newest first like the file's (a group shares its time)
+                failures += _made(self._failures)
         return Snapshot(hour, _hourly(rows, hour), sorted(failures, key=lambda f: -f.at)[:MAX_FAILURES])
 
 
-def _made(pending: list[tuple[float, RequestRecord]]) -> list[Failure]:
-    return [failure for at, record in pending if (failure := failure_of(record, at)) is not None]
+def _made(pending: list[RequestRecord]) -> list[Failure]:
+    return [failure for record in pending if (failure := failure_of(record)) is not None]
 
 
 def _hourly(rows: Iterable[tuple[int, str, str, int]], hour: int) -> dict[tuple[str, str], list[int]]:

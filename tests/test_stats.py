@@ -26,10 +26,14 @@ class Clock:
         return self.now
 
 
-def done(version: str = "v1", file: str = "ota.bin", outcome: str = "completed", status: int = 200) -> RequestRecord:
-    """A closed download record; ``aborted``: the client left after 100 of 1000 bytes."""
+def done(version: str = "v1", file: str = "ota.bin", outcome: str = "completed", status: int = 200,
+         at: float | None = None) -> RequestRecord:
+    """A closed download record, begun at ``at`` (now if None); ``aborted``: the client left
+    after 100 of 1000 bytes."""
     record = RequestRecord(client="10.0.0.1", kind=Kind.DOWNLOAD, handled=True, key="device-1",
                            version=version, file=file)
+    if at is not None:
+        record.at = at
     record.client_gone = outcome == "aborted"
     record.close(status, 100, 1000 if outcome == "aborted" else 100)
     assert record.outcome == outcome
@@ -84,7 +88,7 @@ def test_failures_are_capped_newest_first(tmp_path: Path) -> None:
     one, two = Stats(tmp_path / "s.db", clock), Stats(tmp_path / "s.db", clock)
     for n in range(MAX_FAILURES + 15):
         clock.now += 1
-        (one if n % 2 else two).observe([done(version=f"v{n}", outcome="aborted")])
+        (one if n % 2 else two).observe([done(version=f"v{n}", outcome="aborted", at=clock.now)])
         if n % 7 == 0:
             one.flush()
             two.flush()
@@ -100,14 +104,14 @@ def test_failures_are_capped_newest_first(tmp_path: Path) -> None:
 def test_failure_kinds() -> None:
     login = RequestRecord(client="x", kind=Kind.STATUS, credentials=True, auth_failure=AuthFailure.MALFORMED)
     login.close(401, 0, 0)
-    assert failure_of(login, T0).reason == "auth: malformed"
-    assert failure_of(done(), T0) is None
+    assert failure_of(login).reason == "auth: malformed"
+    assert failure_of(done()) is None
     pin = RequestRecord(client="x", kind=Kind.VERSION_QUERY)
     pin.close(503, 0, 0)
-    assert failure_of(pin, T0).reason == "error"
+    assert failure_of(pin).reason == "error"
     missing = RequestRecord(client="x", kind=Kind.MANIFEST)
     missing.close(404, 0, 0)
-    assert failure_of(missing, T0) is None  # an auditor asking for a release that is not there
+    assert failure_of(missing) is None  # an auditor asking for a release that is not there
 
 
 def test_an_unwritable_file_never_raises_and_counts_stay_in_memory(tmp_path: Path, caplog) -> None:

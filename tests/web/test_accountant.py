@@ -159,3 +159,16 @@ def test_the_counters_are_told_in_groups_and_every_failure_is_listed(settings: S
     assert metrics.requests.labels("download", "403")._value.get() == 3
     assert metrics.requests.labels("version_query", "200")._value.get() == 3
     assert metrics.auth_failures.labels("unknown_token")._value.get() == 3
+
+
+def test_failures_told_in_groups_are_listed_newest_first(settings: Settings) -> None:
+    """Groups are told in the order each first appeared: failures of two groups that took
+    turns are still listed by when each request began."""
+    state = open_state(settings)
+    accountant = Accountant("text", LogWriter(io.StringIO()), Metrics(), state.stats, state.fleet)
+    now = time.time()
+    closed = [_closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN, at=now),
+              _closed(accountant, "10.0.0.4", 404, at=now + 1),
+              _closed(accountant, "10.0.0.3", 403, AuthFailure.UNKNOWN_TOKEN, at=now + 2)]
+    accountant.settle()
+    assert [f.time for f in state.stats.snapshot().failures] == [r.time for r in reversed(closed)]
