@@ -14,9 +14,8 @@ a sealed memfd or a private unlinked copy), under these rules:
   go through Sanic, in one write): bytes written beside it would overtake it;
 - the socket corked (``TCP_CORK``, what nginx's ``tcp_nopush`` does) from before the
   header block until the body is sent: the kernel sends full segments only, so the
-  header block, the first bytes and the file leave together and the client wakes
-  for fewer, larger pieces (a 1.6 MB image: 10-20 % less CPU per answer for server
-  and client together on loopback, bench/README.md);
+  header block never leaves in a small segment of its own (for a real network; on
+  loopback it measured no faster, bench/README.md "The fourth pass");
 - on our own duplicate of the connection's descriptor, never the transport's: a
   descriptor the transport closes can be given to another connection while we wait,
   and uvloop refuses ``add_writer`` on a descriptor its transport owns;
