@@ -139,6 +139,8 @@ def test_an_error_answer_makes_the_module_report_error_not_an_erased_ok(served: 
         download(served.host, served.port, BAD_TOKEN, VERSION, partition)  # 403
     with pytest.raises(ModuleError, match="invalid magic byte: 7b22"):
         download(served.host, served.port, TOKEN, "v9.9.9", partition)  # 404
+    with pytest.raises(ModuleError, match="invalid magic byte: 7b22"):
+        download(served.host, served.port, TOKEN, BROKEN, partition)  # 503: present, not servable
 
 
 # --- the version query closes when it has no version -----------------------------
@@ -200,6 +202,9 @@ def test_rate_limited_version_queries_are_closed(workdir: Path) -> None:
             statuses.append(split(response)[0])
             assert closed, response[:300]
         assert statuses[0] == 403 and statuses[-1] == 429
+        with pytest.raises(ModuleError, match="invalid magic byte: 7b22"):  # the 429, as a download reads it
+            download(proc.host, proc.port, BAD_TOKEN, VERSION, "mqtt_ca")
+        assert proc.logged("kind=download key=- version=- file=- range=- status=429")
         # a valid key from the same address is still served
         assert version_query(proc.host, proc.port, OTHER_TOKEN) == VERSION
 
