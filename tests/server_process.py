@@ -89,6 +89,14 @@ class ServerProcess:
         """The audit lines so far, parsed: the server must log JSON (``SANIC_OTA_LOG_FORMAT=json``)."""
         return [json.loads(line) for line in self.log().splitlines() if line.startswith('{"client"')]
 
+    def records_when(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The audit lines once ``done`` says they are all there (written by a thread, a
+        moment after the answers); failing with the log's tail if they never are."""
+        try:
+            return eventually(lambda: (found,) if done(found := self.records()) else None, timeout)[0]
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log()[-3000:]}") from None
+
     def logged(self, *texts: str, timeout: float = 5.0) -> bool:
         """Whether every one of ``texts`` is in the log within ``timeout`` seconds.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import TOKEN, VERSION, env_for, settings_for
 from esp_idf_client import USER_AGENT, partial_download, resumed_download
-from server_process import ServerProcess, eventually
+from server_process import ServerProcess
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 
@@ -95,8 +95,7 @@ def test_the_log_counts_one_download_per_file_fetched_in_windows(workdir: Path) 
     env = dict(env_for(settings_for(workdir)), SANIC_OTA_LOG_FORMAT="json")
     with ServerProcess(env, cwd=workdir) as proc:
         image, _ = partial_download(proc.host, proc.port, path_of("win.bin"), AUTH, window=4096)
-        eventually(lambda: sum(r["file"] == "win.bin" for r in proc.records()) >= 5)
-        records = proc.records()
+        records = proc.records_when(lambda rs: sum(r["file"] == "win.bin" for r in rs) >= 5)
     assert image == data
     mine = [r for r in records if r["file"] == "win.bin"]
     assert [r["kind"] for r in mine] == ["head", "partial", "partial", "partial", "download"]

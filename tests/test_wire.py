@@ -132,8 +132,7 @@ def test_audit_log_records_completed_and_aborted_downloads(workdir: Path) -> Non
             sock.sendall(f"GET /v1/device/rom/?action=download_rom&version=v5.0.0&filename=ota.bin HTTP/1.1\r\n"
                          f"Host: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
             sock.recv(1024)
-        eventually(lambda: any(r["version"] == "v5.0.0" for r in proc.records()))
-        records = proc.records()
+        records = proc.records_when(lambda rs: any(r["version"] == "v5.0.0" for r in rs))
     done = next(r for r in records if r["version"] == VERSION)
     assert done["outcome"] == "completed" and done["key"] == "device-1" and done["kind"] == "download"
     assert done["bytes"] == (workdir / "partitions" / VERSION / "ota.bin").stat().st_size

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import TOKEN, VERSION, env_for, example, settings_for
-from server_process import ServerProcess, eventually
+from server_process import ServerProcess
 
 from sanic_ota.accounting import AuthFailure, Kind, RequestRecord
 from sanic_ota.keys import Key, load_keys, save_keys
@@ -105,12 +105,8 @@ def test_a_download_the_server_cannot_finish_is_an_error_everywhere(workdir: Pat
         request = urllib.request.Request(f"http://{proc.host}:{proc.port}/status",
                                          headers={"Authorization": f"Basic {basic}"})
         page = urllib.request.urlopen(request).read().decode()
-
-        def told_of_big() -> list[tuple[int, str, int]]:
-            told = [(r["status"], r["outcome"], r["bytes"]) for r in proc.records() if r["version"] == BIG]
-            return told if len(told) == 3 else []
-
-        told = eventually(told_of_big)  # the log writer's thread writes a moment later
+        records = proc.records_when(lambda rs: sum(r["version"] == BIG for r in rs) == 3)
+        told = [(r["status"], r["outcome"], r["bytes"]) for r in records if r["version"] == BIG]
     assert told[0] == (200, "completed", len(image))
     assert told[1][:2] == (500, "error")  # as the module was told, not "200 aborted"
     assert told[2][:2] == (200, "error") and 1024 * 1024 - 256 * 1024 <= told[2][2] <= 1024 * 1024
